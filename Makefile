@@ -1,0 +1,75 @@
+# uwsgi-docker — build, install, test, demo, bench.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+PYTHON ?= /usr/bin/python3
+
+VERSION := 0.1.0
+B := build
+
+PKGS := libcurl json-c mount
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -fstack-protector-strong \
+	  -DUD_VERSION='"$(VERSION)"' $(shell $(PKG_CONFIG) --cflags $(PKGS))
+LDLIBS += $(shell $(PKG_CONFIG) --libs $(PKGS))
+
+ifeq ($(SANITIZE),1)
+CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=address,undefined
+B := build-san
+endif
+
+LIB_SRCS := src/error.c src/docker.c src/plan.c src/rootfs.c src/handoff.c
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
+HELPER := $(B)/uwsgi-docker-rootfs
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
+
+.PHONY: all install deps check check-unit check-integration demo bench clean format
+all: $(HELPER)
+
+$(B)/obj/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(HELPER): $(LIB_OBJS) $(B)/obj/main.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/tests/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -DFIXTURES='"$(CURDIR)/tests/fixtures"' -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
+
+install: $(HELPER)
+	install -D -m 0755 $(HELPER) $(DESTDIR)$(BINDIR)/uwsgi-docker-rootfs
+	install -D -m 0644 man/uwsgi-docker-rootfs.1 $(DESTDIR)$(MANDIR)/man1/uwsgi-docker-rootfs.1
+
+# Installs missing Debian packages and starts dockerd if none answers (idempotent, quick when done).
+deps:
+	bash scripts/deps.sh
+
+check: deps
+	$(MAKE) check-unit check-integration
+
+check-unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+check-integration: $(HELPER)
+	UD_HELPER=$(CURDIR)/$(HELPER) $(PYTHON) -m pytest -v -rs tests/integration
+
+demo: deps
+	$(MAKE) all
+	bash scripts/demo.sh $(CURDIR)/$(HELPER)
+
+bench: deps
+	$(MAKE) all
+	bash scripts/bench.sh $(CURDIR)/$(HELPER)
+
+format:
+	clang-format -i src/*.c src/*.h tests/unit/*.c
+
+clean:
+	rm -rf build build-san

@@ -1,0 +1,40 @@
+#include "error.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int ud_fail(ud_error *e, int status, int errnum, const char *fmt, ...)
+{
+	if (!e)
+		return -1;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+	e->status = status;
+	e->errnum = errnum;
+	return -1;
+}
+
+int ud_context(ud_error *e, const char *fmt, ...)
+{
+	if (!e)
+		return -1;
+	char prefix[512], old[sizeof(e->msg)];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	va_end(ap);
+	memcpy(old, e->msg, sizeof(old));
+	snprintf(e->msg, sizeof(e->msg), "%s: %s", prefix, old);
+	return -1;
+}
+
+const char *ud_error_text(const ud_error *e, char *buf, size_t len)
+{
+	if (e->errnum)
+		snprintf(buf, len, "%s: %s", e->msg, strerror(e->errnum));
+	else
+		snprintf(buf, len, "%s", e->msg);
+	return buf;
+}

@@ -1,0 +1,45 @@
+/* Cleanup helpers: scope-bound fds and memory (__attribute__((cleanup))). */
+#ifndef UD_UTIL_H
+#define UD_UTIL_H
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static inline void ud_closep(int *fd)
+{
+	if (*fd >= 0) {
+		int saved = errno;
+		close(*fd);
+		errno = saved;
+	}
+	*fd = -1;
+}
+
+static inline void ud_freep(void *p)
+{
+	free(*(void **)p);
+	*(void **)p = NULL;
+}
+
+#define ud_autoclose __attribute__((cleanup(ud_closep)))
+#define ud_autofree __attribute__((cleanup(ud_freep)))
+
+/* Hands ownership out of a cleanup variable. */
+static inline int ud_steal_fd(int *fd)
+{
+	int r = *fd;
+	*fd = -1;
+	return r;
+}
+
+static inline void *ud_steal_ptr(void *p)
+{
+	void *r = *(void **)p;
+	*(void **)p = NULL;
+	return r;
+}
+
+#define UD_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif
