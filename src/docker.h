@@ -69,7 +69,9 @@ int ud_validate_layers(struct ud_image *img, ud_error *e);
 /* Parses /info into a driver description and DockerRootDir. */
 int ud_parse_info(const char *json, size_t len, char **driver_desc, char **root_dir, ud_error *e);
 
-/* Parses /version's ApiVersion. */
+/* Parses /version's ApiVersion (or another version field, e.g. MinAPIVersion). */
 int ud_parse_version(const char *json, size_t len, char *api, size_t api_len, ud_error *e);
+int ud_parse_version_field(const char *json, size_t len, const char *field, char *api,
+			   size_t api_len, ud_error *e);
 
 #endif

@@ -26,7 +26,14 @@ int ud_context(ud_error *e, const char *fmt, ...)
 	vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);
 	memcpy(old, e->msg, sizeof(old));
-	snprintf(e->msg, sizeof(e->msg), "%s: %s", prefix, old);
+	/* Truncation is acceptable for a message; build it piecewise so the compiler sees that. */
+	size_t pl = strnlen(prefix, sizeof(e->msg) - 3);
+	memcpy(e->msg, prefix, pl);
+	memcpy(e->msg + pl, ": ", 2);
+	size_t room = sizeof(e->msg) - pl - 3;
+	size_t ol = strnlen(old, room);
+	memcpy(e->msg + pl + 2, old, ol);
+	e->msg[pl + 2 + ol] = '\0';
 	return -1;
 }
 

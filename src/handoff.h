@@ -52,6 +52,9 @@ int ud_handoff_recv(int sock, struct ud_handoff *h, int timeout_ms, ud_error *e)
 /* setns() into each fd with its explicit type (mnt last), closing each fd right after. */
 int ud_handoff_enter(struct ud_handoff *h, ud_error *e);
 
+/* chdir to the image's WorkingDir ("" → "/"), resolved inside / without following magic links. */
+int ud_chdir_image(const char *workdir, ud_error *e);
+
 /* Pure encode/decode used by send/recv; exposed for unit tests. buf is malloc'ed. */
 int ud_handoff_encode(const struct ud_handoff *h, unsigned char **buf, size_t *len, ud_error *e);
 int ud_handoff_decode(const unsigned char *buf, size_t len, int n_fds_received,

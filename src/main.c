@@ -1,0 +1,474 @@
+/* uwsgi-docker-rootfs: command line and orchestration only. Every failure travels up as a
+ * ud_error and is printed here, once, as one line. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "docker.h"
+#include "error.h"
+#include "handoff.h"
+#include "plan.h"
+#include "rootfs.h"
+#include "util.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+#define PROG "uwsgi-docker-rootfs"
+#define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+static const char usage_text[] =
+	"Usage: " PROG " [OPTIONS] IMAGE [-- COMMAND [ARG...]]\n"
+	"\n"
+	"Prepare a mount namespace whose root is the Docker image IMAGE (its layers as an\n"
+	"overlayfs root), then run COMMAND inside it, or hand the namespace to uWSGI.\n"
+	"\n"
+	"Options:\n"
+	"  -H, --docker-host ADDR   daemon socket, unix:///PATH or /PATH\n"
+	"                           (default: $DOCKER_HOST, else /var/run/docker.sock)\n"
+	"  -t, --timeout SECONDS    timeout of each Docker API request (default 10)\n"
+	"      --rw-path DIR        keep the writable layer in DIR, reused by later runs\n"
+	"      --read-only          no writable layer: the root is read-only\n"
+	"      --mount-api MODE     auto, fd, string or legacy: how the overlay is mounted\n"
+	"      --no-proc            do not mount /proc\n"
+	"      --no-dev             do not mount /dev\n"
+	"      --no-sys             do not mount /sys\n"
+	"      --bind SRC[:DST]     bind host path SRC at DST inside (read-write)\n"
+	"      --ro-bind SRC[:DST]  bind host path SRC at DST inside, read-only\n"
+	"      --tmpfs DST          mount a fresh tmpfs at DST inside\n"
+	"      --unshare NS[,NS]    also unshare ipc, uts, net or cgroup namespaces\n"
+	"      --hostname NAME      set the hostname (needs --unshare uts)\n"
+	"      --pin PATH           bind the mount namespace onto PATH, for nsenter --mount=PATH\n"
+	"      --send-to PATH       hand the namespace to the unix socket at PATH\n"
+	"      --print              print the plan as JSON and change nothing\n"
+	"  -h, --help               show this help\n"
+	"  -V, --version            show the version\n"
+	"\n"
+	"Without COMMAND, --print, --pin or --send-to, the namespace is handed to the socket\n"
+	"whose fd number is in $UWSGI_DOCKER_FD. See uwsgi-docker-rootfs(1).\n";
+
+enum {
+	OPT_RW_PATH = 256,
+	OPT_READ_ONLY,
+	OPT_MOUNT_API,
+	OPT_NO_PROC,
+	OPT_NO_DEV,
+	OPT_NO_SYS,
+	OPT_BIND,
+	OPT_RO_BIND,
+	OPT_TMPFS,
+	OPT_UNSHARE,
+	OPT_HOSTNAME,
+	OPT_PIN,
+	OPT_SEND_TO,
+	OPT_PRINT,
+};
+
+struct cli {
+	struct ud_options o;
+	const char *pin;
+	const char *send_to;
+	bool print;
+	char **command;
+};
+
+static int die(const ud_error *e)
+{
+	char buf[1400];
+	fprintf(stderr, PROG ": %s\n", ud_error_text(e, buf, sizeof(buf)));
+	return e->status ? e->status : UD_EXIT_REFUSED;
+}
+
+static int parse_unshare(const char *arg, int *flags, ud_error *e)
+{
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", arg);
+	char *save = NULL;
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (!strcmp(t, "ipc"))
+			*flags |= CLONE_NEWIPC;
+		else if (!strcmp(t, "uts"))
+			*flags |= CLONE_NEWUTS;
+		else if (!strcmp(t, "net"))
+			*flags |= CLONE_NEWNET;
+		else if (!strcmp(t, "cgroup"))
+			*flags |= CLONE_NEWCGROUP;
+		else if (!strcmp(t, "pid"))
+			return ud_fail(e, UD_EXIT_USAGE, 0,
+				       "--unshare pid is not offered: the helper exits after preparing "
+				       "the root; use uWSGI's emperor-use-clone = pid (see "
+				       "uwsgi-docker-rootfs(1))");
+		else
+			return ud_fail(e, UD_EXIT_USAGE, 0,
+				       "--unshare: unknown namespace '%s' (ipc, uts, net, cgroup)", t);
+	}
+	return 0;
+}
+
+static int add_op(struct ud_options *o, struct ud_op *op, ud_error *e)
+{
+	struct ud_op *n = realloc(o->binds, (o->n_binds + 1) * sizeof(*n));
+	if (!n)
+		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+	o->binds = n;
+	n[o->n_binds++] = *op;
+	return 0;
+}
+
+/* Returns 1 when the program should exit 0 right away (--help, --version). */
+static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
+{
+	static const struct option longopts[] = {
+		{"docker-host", required_argument, NULL, 'H'},
+		{"timeout", required_argument, NULL, 't'},
+		{"rw-path", required_argument, NULL, OPT_RW_PATH},
+		{"read-only", no_argument, NULL, OPT_READ_ONLY},
+		{"mount-api", required_argument, NULL, OPT_MOUNT_API},
+		{"no-proc", no_argument, NULL, OPT_NO_PROC},
+		{"no-dev", no_argument, NULL, OPT_NO_DEV},
+		{"no-sys", no_argument, NULL, OPT_NO_SYS},
+		{"bind", required_argument, NULL, OPT_BIND},
+		{"ro-bind", required_argument, NULL, OPT_RO_BIND},
+		{"tmpfs", required_argument, NULL, OPT_TMPFS},
+		{"unshare", required_argument, NULL, OPT_UNSHARE},
+		{"hostname", required_argument, NULL, OPT_HOSTNAME},
+		{"pin", required_argument, NULL, OPT_PIN},
+		{"send-to", required_argument, NULL, OPT_SEND_TO},
+		{"print", no_argument, NULL, OPT_PRINT},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	memset(c, 0, sizeof(*c));
+	c->o.timeout_ms = 10000;
+	bool rw_path = false, read_only = false;
+	opterr = 0;
+	int ch;
+	/* '+': options end at the image name, so COMMAND's own options are never ours. */
+	while ((ch = getopt_long(argc, argv, "+:H:t:hV", longopts, NULL)) != -1) {
+		struct ud_op op;
+		switch (ch) {
+		case 'H':
+			c->o.docker_host = optarg;
+			break;
+		case 't': {
+			char *end;
+			errno = 0;
+			double s = strtod(optarg, &end);
+			if (errno || *end || !(s > 0) || s > 86400)
+				return ud_fail(e, UD_EXIT_USAGE, 0,
+					       "--timeout '%s': expected seconds, more than 0", optarg);
+			c->o.timeout_ms = (long)(s * 1000);
+			if (c->o.timeout_ms < 1)
+				c->o.timeout_ms = 1;
+			break;
+		}
+		case OPT_RW_PATH:
+			c->o.rw = UD_RW_PATH;
+			c->o.rw_path = optarg;
+			rw_path = true;
+			break;
+		case OPT_READ_ONLY:
+			c->o.rw = UD_RW_NONE;
+			read_only = true;
+			break;
+		case OPT_MOUNT_API:
+			if (!strcmp(optarg, "auto"))
+				c->o.mount_api = UD_API_AUTO;
+			else if (!strcmp(optarg, "fd"))
+				c->o.mount_api = UD_API_FD;
+			else if (!strcmp(optarg, "string"))
+				c->o.mount_api = UD_API_STRING;
+			else if (!strcmp(optarg, "legacy"))
+				c->o.mount_api = UD_API_LEGACY;
+			else
+				return ud_fail(e, UD_EXIT_USAGE, 0,
+					       "--mount-api '%s': expected auto, fd, string or legacy",
+					       optarg);
+			break;
+		case OPT_NO_PROC:
+			c->o.no_proc = true;
+			break;
+		case OPT_NO_DEV:
+			c->o.no_dev = true;
+			break;
+		case OPT_NO_SYS:
+			c->o.no_sys = true;
+			break;
+		case OPT_BIND:
+		case OPT_RO_BIND:
+			if (ud_parse_bind(optarg, ch == OPT_RO_BIND, &op, e) < 0 ||
+			    add_op(&c->o, &op, e) < 0)
+				return -1;
+			break;
+		case OPT_TMPFS:
+			memset(&op, 0, sizeof(op));
+			op.type = UD_OP_TMPFS;
+			if (!(op.dst = strdup(optarg)) || add_op(&c->o, &op, e) < 0)
+				return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+			break;
+		case OPT_UNSHARE:
+			if (parse_unshare(optarg, &c->o.unshare_flags, e) < 0)
+				return -1;
+			break;
+		case OPT_HOSTNAME:
+			c->o.hostname = optarg;
+			break;
+		case OPT_PIN:
+			c->pin = optarg;
+			break;
+		case OPT_SEND_TO:
+			c->send_to = optarg;
+			break;
+		case OPT_PRINT:
+			c->print = true;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 1;
+		case 'V':
+			printf(PROG " %s (Docker API %s)\n", UD_VERSION, UD_API_VERSION);
+			return 1;
+		case ':':
+			return ud_fail(e, UD_EXIT_USAGE, 0, "option '%s' needs an argument (see --help)",
+				       argv[optind - 1]);
+		default:
+			return ud_fail(e, UD_EXIT_USAGE, 0, "unknown option '%s' (see --help)",
+				       argv[optind - 1]);
+		}
+	}
+	if (rw_path && read_only)
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--rw-path and --read-only exclude each other");
+	if (optind >= argc)
+		return ud_fail(e, UD_EXIT_USAGE, 0, "no IMAGE given (see --help)");
+	c->o.image = argv[optind++];
+	if (optind < argc) {
+		if (strcmp(argv[optind], "--") != 0)
+			return ud_fail(e, UD_EXIT_USAGE, 0,
+				       "unexpected '%s' after IMAGE: put COMMAND after '--'",
+				       argv[optind]);
+		if (++optind >= argc)
+			return ud_fail(e, UD_EXIT_USAGE, 0, "no COMMAND after '--'");
+		c->command = &argv[optind];
+	}
+	int modes = !!c->command + !!c->print + !!c->pin + !!c->send_to;
+	if (modes > 1)
+		return ud_fail(e, UD_EXIT_USAGE, 0,
+			       "choose one of -- COMMAND, --print, --pin and --send-to");
+	if (c->pin && c->o.unshare_flags)
+		return ud_fail(e, UD_EXIT_USAGE, 0,
+			       "--pin keeps only the mount namespace alive: it cannot be combined "
+			       "with --unshare");
+	if (modes == 0 && !getenv("UWSGI_DOCKER_FD"))
+		return ud_fail(e, UD_EXIT_USAGE, 0,
+			       "nothing to do: give -- COMMAND, --print, --pin or --send-to, or run "
+			       "from uWSGI (UWSGI_DOCKER_FD)");
+	return 0;
+}
+
+/* Refuse a setuid/setgid install: the helper mounts for whoever runs it. */
+static int check_privileges(bool need_root, ud_error *e)
+{
+	uid_t ru, eu, su;
+	gid_t rg, eg, sg;
+	if (getresuid(&ru, &eu, &su) < 0 || getresgid(&rg, &eg, &sg) < 0)
+		return ud_fail(e, UD_EXIT_REFUSED, errno, "getresuid");
+	if (ru != eu || rg != eg)
+		return ud_fail(e, UD_EXIT_REFUSED, 0,
+			       "refusing to run setuid or setgid (real uid %u, effective uid %u); "
+			       "remove the s bits from this binary",
+			       ru, eu);
+	if (need_root && eu != 0)
+		return ud_fail(e, UD_EXIT_REFUSED, EPERM, "must run as root");
+	return 0;
+}
+
+static int run_command(const struct ud_image *img, char **command, ud_error *e)
+{
+	if (ud_chdir_image(img->workdir, e) < 0)
+		return -1;
+	const char *term = getenv("TERM");
+	char *term_copy = term ? strdup(term) : NULL;
+	clearenv();
+	bool has_path = false;
+	for (size_t i = 0; i < img->n_env; i++) {
+		if (!strncmp(img->env[i], "PATH=", 5))
+			has_path = true;
+		/* putenv keeps the pointer: the image outlives the exec attempt. */
+		if (strchr(img->env[i], '=') && putenv(img->env[i]) != 0)
+			return ud_fail(e, UD_EXIT_REFUSED, errno, "setting the image's environment");
+	}
+	if (!has_path)
+		putenv((char *)DEFAULT_PATH);
+	if (term_copy && !getenv("TERM"))
+		setenv("TERM", term_copy, 1);
+	free(term_copy);
+	/* Anything inherited (an UWSGI_DOCKER_FD, a caller's stray fd) stays outside. */
+	syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+	fflush(NULL);
+	execvp(command[0], command);
+	int err = errno;
+	return ud_fail(e, err == ENOENT ? UD_EXIT_NOT_FOUND : UD_EXIT_CANNOT_EXEC, err,
+		       "cannot run '%s' inside image '%s'", command[0], img->ref);
+}
+
+static int pin_namespace(struct ud_ns_fds *ns, const char *path, ud_error *e)
+{
+	/* Back to the host's mount namespace: the pin must be a mount there. */
+	if (setns(ns->host_mnt, CLONE_NEWNS) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "returning to the host mount namespace");
+	bool created = false;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 && errno == ENOENT) {
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		created = fd >= 0;
+	}
+	if (fd < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "--pin %s", path);
+	close(fd);
+	char src[64];
+	snprintf(src, sizeof(src), "/proc/self/fd/%d", ns->fds[0]);
+	if (mount(src, path, NULL, MS_BIND, NULL) < 0) {
+		int err = errno;
+		if (created)
+			unlink(path);
+		return ud_fail(e, UD_EXIT_MOUNT, err, "binding the mount namespace onto %s", path);
+	}
+	return 0;
+}
+
+static int connect_to(const char *path, ud_error *e)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return ud_fail(e, UD_EXIT_HANDOFF, ENAMETOOLONG, "--send-to %s", path);
+	strcpy(sa.sun_path, path);
+	static const int types[] = {SOCK_SEQPACKET, SOCK_STREAM};
+	int err = 0;
+	for (size_t i = 0; i < UD_ARRAY_SIZE(types); i++) {
+		int s = socket(AF_UNIX, types[i] | SOCK_CLOEXEC, 0);
+		if (s < 0)
+			return ud_fail(e, UD_EXIT_HANDOFF, errno, "socket");
+		if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return s;
+		err = errno;
+		close(s);
+		if (err != EPROTOTYPE)
+			break;
+	}
+	return ud_fail(e, UD_EXIT_HANDOFF, err, "connecting to --send-to %s", path);
+}
+
+static int inherited_socket(ud_error *e)
+{
+	const char *v = getenv("UWSGI_DOCKER_FD");
+	char *end;
+	errno = 0;
+	long fd = strtol(v, &end, 10);
+	struct stat st;
+	if (!*v || *end || errno || fd < 0 || fd > INT_MAX || fstat((int)fd, &st) < 0 ||
+	    !S_ISSOCK(st.st_mode))
+		return ud_fail(e, UD_EXIT_HANDOFF, 0,
+			       "UWSGI_DOCKER_FD='%s' is not an open socket inherited from uWSGI", v);
+	fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+	return (int)fd;
+}
+
+static int hand_off(const struct cli *c, const struct ud_image *img, struct ud_ns_fds *ns,
+		    ud_error *e)
+{
+	ud_autoclose int s = c->send_to ? connect_to(c->send_to, e) : inherited_socket(e);
+	if (s < 0)
+		return -1;
+	struct ud_handoff h;
+	ud_handoff_init(&h);
+	h.image = img->ref;
+	h.id = img->id;
+	h.workdir = img->workdir;
+	h.layers = (unsigned)img->n_layers;
+	h.env = img->env;
+	h.n_env = img->n_env;
+	h.n_fds = ns->n;
+	memcpy(h.types, ns->types, sizeof(int) * (size_t)ns->n);
+	memcpy(h.fds, ns->fds, sizeof(int) * (size_t)ns->n);
+	return ud_handoff_send(s, &h, e);
+}
+
+static void free_cli(struct cli *c)
+{
+	for (size_t i = 0; i < c->o.n_binds; i++) {
+		free(c->o.binds[i].src);
+		free(c->o.binds[i].dst);
+	}
+	free(c->o.binds);
+}
+
+int main(int argc, char **argv)
+{
+	ud_error e = {0};
+	struct cli c;
+	struct ud_docker d = {0};
+	struct ud_image img = {0};
+	struct ud_plan plan = {0};
+	struct ud_ns_fds ns = {.host_mnt = -1};
+	int status = 0;
+
+	int pr = parse_args(argc, argv, &c, &e);
+	if (pr != 0) {
+		free_cli(&c);
+		return pr > 0 ? 0 : die(&e);
+	}
+	if (check_privileges(!c.print, &e) < 0)
+		goto fail;
+	if (ud_docker_open(&d, c.o.docker_host, c.o.timeout_ms, &e) < 0 ||
+	    ud_docker_negotiate(&d, &e) < 0 || ud_docker_inspect(&d, c.o.image, &img, &e) < 0)
+		goto fail;
+	if (ud_plan_build(&c.o, &img, &plan, &e) < 0)
+		goto fail;
+
+	if (c.print) {
+		char *json = ud_plan_json(&plan);
+		if (!json) {
+			ud_fail(&e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+			goto fail;
+		}
+		puts(json);
+		free(json);
+		goto done;
+	}
+	/* The client's socket is of no use inside, and must not be inherited by COMMAND. */
+	ud_docker_close(&d);
+
+	if (ud_rootfs_enter(&plan, &ns, &e) < 0)
+		goto fail;
+	if (c.command) {
+		ud_ns_fds_close(&ns);
+		run_command(&img, c.command, &e);
+		goto fail;
+	}
+	if (c.pin ? pin_namespace(&ns, c.pin, &e) < 0 : hand_off(&c, &img, &ns, &e) < 0)
+		goto fail;
+	goto done;
+
+fail:
+	status = die(&e);
+done:
+	ud_ns_fds_close(&ns);
+	ud_plan_free(&plan);
+	ud_image_free(&img);
+	ud_docker_close(&d);
+	free_cli(&c);
+	return status;
+}

@@ -1,0 +1,235 @@
+/* The mount plan: pure data built from the options and the resolved image. The order of the
+ * operations is the order rootfs.c performs them: the overlay root first (everything else is
+ * mounted inside it), then /proc, /dev, /sys, then the user's binds and tmpfs in command-line
+ * order, so that a later bind may land inside an earlier tmpfs. */
+#include "plan.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+const char *ud_op_name(enum ud_op_type t)
+{
+	switch (t) {
+	case UD_OP_OVERLAY:
+		return "overlay";
+	case UD_OP_PROC:
+		return "proc";
+	case UD_OP_DEV:
+		return "dev";
+	case UD_OP_SYS:
+		return "sys";
+	case UD_OP_BIND:
+		return "bind";
+	case UD_OP_TMPFS:
+		return "tmpfs";
+	}
+	return "?";
+}
+
+const char *ud_ns_name(int clone_flag)
+{
+	switch (clone_flag) {
+	case CLONE_NEWNS:
+		return "mnt";
+	case CLONE_NEWIPC:
+		return "ipc";
+	case CLONE_NEWUTS:
+		return "uts";
+	case CLONE_NEWNET:
+		return "net";
+	case CLONE_NEWCGROUP:
+		return "cgroup";
+	case CLONE_NEWPID:
+		return "pid";
+	}
+	return "?";
+}
+
+/* Absolute, no empty, "." or ".." components, no trailing slash, not "/". Paths inside the image
+ * are resolved inside the new root later anyway; refusing odd spellings keeps the plan readable and
+ * the comparison of targets exact. */
+static bool dst_valid(const char *p)
+{
+	if (p[0] != '/' || p[1] == '\0' || strlen(p) >= 4096)
+		return false;
+	for (const char *c = p + 1;;) {
+		const char *end = strchr(c, '/');
+		size_t n = end ? (size_t)(end - c) : strlen(c);
+		if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+			return false;
+		if (!end)
+			return true;
+		c = end + 1;
+	}
+}
+
+int ud_parse_bind(const char *arg, bool readonly, struct ud_op *op, ud_error *e)
+{
+	memset(op, 0, sizeof(*op));
+	op->type = UD_OP_BIND;
+	op->readonly = readonly;
+	const char *colon = strchr(arg, ':');
+	op->src = colon ? strndup(arg, (size_t)(colon - arg)) : strdup(arg);
+	op->dst = strdup(colon ? colon + 1 : arg);
+	if (!op->src || !op->dst) {
+		free(op->src);
+		free(op->dst);
+		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+	}
+	if (op->src[0] != '/' || !dst_valid(op->dst) || strchr(op->dst, ':')) {
+		ud_fail(e, UD_EXIT_USAGE, 0,
+			"--%sbind '%s': SRC and DST must be absolute, DST normalised and not '/'",
+			readonly ? "ro-" : "", arg);
+		free(op->src);
+		free(op->dst);
+		op->src = op->dst = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static int push_op(struct ud_plan *p, enum ud_op_type type, const char *src, const char *dst,
+		   bool readonly, ud_error *e)
+{
+	struct ud_op *n = realloc(p->ops, (p->n_ops + 1) * sizeof(*n));
+	if (!n)
+		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+	p->ops = n;
+	struct ud_op *op = &n[p->n_ops];
+	memset(op, 0, sizeof(*op));
+	op->type = type;
+	op->readonly = readonly;
+	op->src = src ? strdup(src) : NULL;
+	op->dst = strdup(dst);
+	p->n_ops++;
+	if ((src && !op->src) || !op->dst)
+		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+	return 0;
+}
+
+int ud_plan_build(const struct ud_options *o, const struct ud_image *img, struct ud_plan *p,
+		  ud_error *e)
+{
+	memset(p, 0, sizeof(*p));
+	p->img = img;
+	p->rw = o->rw;
+	p->mount_api = o->mount_api;
+	p->unshare_flags = CLONE_NEWNS | o->unshare_flags;
+
+	if (o->unshare_flags & ~(CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP))
+		return ud_fail(e, UD_EXIT_USAGE, 0,
+			       "only ipc, uts, net and cgroup namespaces can be unshared");
+	if (o->hostname) {
+		if (!(o->unshare_flags & CLONE_NEWUTS))
+			return ud_fail(e, UD_EXIT_USAGE, 0, "--hostname needs --unshare uts");
+		if (!*o->hostname || strlen(o->hostname) > 64)
+			return ud_fail(e, UD_EXIT_USAGE, 0, "--hostname must be 1 to 64 characters");
+		if (!(p->hostname = strdup(o->hostname)))
+			return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+	}
+	if (o->rw == UD_RW_PATH) {
+		if (!o->rw_path || o->rw_path[0] != '/' || strpbrk(o->rw_path, ",:\\"))
+			return ud_fail(e, UD_EXIT_USAGE, 0,
+				       "--rw-path must be an absolute path without ',' ':' or '\\'");
+		if (!(p->rw_path = strdup(o->rw_path)))
+			return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+	}
+
+	if (push_op(p, UD_OP_OVERLAY, NULL, "/", o->rw == UD_RW_NONE, e) < 0)
+		return -1;
+	if (!o->no_proc && push_op(p, UD_OP_PROC, NULL, "/proc", false, e) < 0)
+		return -1;
+	if (!o->no_dev && push_op(p, UD_OP_DEV, NULL, "/dev", false, e) < 0)
+		return -1;
+	if (!o->no_sys && push_op(p, UD_OP_SYS, NULL, "/sys", true, e) < 0)
+		return -1;
+	for (size_t i = 0; i < o->n_binds; i++) {
+		const struct ud_op *b = &o->binds[i];
+		if (!b->dst || !dst_valid(b->dst))
+			return ud_fail(e, UD_EXIT_USAGE, 0,
+				       "mount target '%s' must be absolute, normalised and not '/'",
+				       b->dst ? b->dst : "");
+		if (b->type == UD_OP_BIND && (!b->src || b->src[0] != '/'))
+			return ud_fail(e, UD_EXIT_USAGE, 0, "bind source '%s' must be absolute",
+				       b->src ? b->src : "");
+		if (b->type != UD_OP_BIND && b->type != UD_OP_TMPFS)
+			return ud_fail(e, UD_EXIT_USAGE, 0, "only binds and tmpfs can be added");
+		if (push_op(p, b->type, b->src, b->dst, b->readonly, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void ud_plan_free(struct ud_plan *p)
+{
+	for (size_t i = 0; i < p->n_ops; i++) {
+		free(p->ops[i].src);
+		free(p->ops[i].dst);
+	}
+	free(p->ops);
+	free(p->rw_path);
+	free(p->hostname);
+	memset(p, 0, sizeof(*p));
+}
+
+static json_object *strv_json(char *const *v, size_t n)
+{
+	json_object *a = json_object_new_array();
+	for (size_t i = 0; i < n; i++)
+		json_object_array_add(a, json_object_new_string(v[i]));
+	return a;
+}
+
+static json_object *str_or_null(const char *s)
+{
+	return s ? json_object_new_string(s) : NULL;
+}
+
+char *ud_plan_json(const struct ud_plan *p)
+{
+	static const char *const rw_names[] = {"tmpfs", "path", "none"};
+	static const char *const api_names[] = {"auto", "fd", "string", "legacy"};
+	static const int ns_order[] = {CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET,
+				       CLONE_NEWCGROUP};
+	const struct ud_image *img = p->img;
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "image", str_or_null(img->ref));
+	json_object_object_add(o, "id", str_or_null(img->id));
+	json_object_object_add(o, "driver", str_or_null(img->driver));
+	json_object_object_add(o, "storage_root", str_or_null(img->storage_root));
+	json_object_object_add(o, "layers", strv_json(img->layers, img->n_layers));
+	json_object *rw = json_object_new_object();
+	json_object_object_add(rw, "mode", json_object_new_string(rw_names[p->rw]));
+	json_object_object_add(rw, "path", str_or_null(p->rw_path));
+	json_object_object_add(o, "rw", rw);
+	json_object_object_add(o, "mount_api", json_object_new_string(api_names[p->mount_api]));
+	json_object *ns = json_object_new_array();
+	for (size_t i = 0; i < UD_ARRAY_SIZE(ns_order); i++)
+		if (p->unshare_flags & ns_order[i])
+			json_object_array_add(ns, json_object_new_string(ud_ns_name(ns_order[i])));
+	json_object_object_add(o, "namespaces", ns);
+	json_object_object_add(o, "hostname", str_or_null(p->hostname));
+	json_object_object_add(o, "workdir", json_object_new_string(img->workdir ? img->workdir : ""));
+	json_object_object_add(o, "env", strv_json(img->env, img->n_env));
+	json_object *mounts = json_object_new_array();
+	for (size_t i = 0; i < p->n_ops; i++) {
+		const struct ud_op *op = &p->ops[i];
+		json_object *m = json_object_new_object();
+		json_object_object_add(m, "type", json_object_new_string(ud_op_name(op->type)));
+		if (op->src)
+			json_object_object_add(m, "src", json_object_new_string(op->src));
+		json_object_object_add(m, "dst", json_object_new_string(op->dst));
+		json_object_object_add(m, "readonly", json_object_new_boolean(op->readonly));
+		json_object_array_add(mounts, m);
+	}
+	json_object_object_add(o, "mounts", mounts);
+	char *out = strdup(json_object_to_json_string_ext(
+		o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+	return out;
+}

@@ -1,0 +1,720 @@
+/* Executes a mount plan. Everything happens in a mount namespace of our own, made private before
+ * the first mount, so the host's mount table never sees any of it.
+ *
+ * Layout while building (all inside the new namespace):
+ *   /tmp            a scratch tmpfs (mode 0700): init/ upper/ work/ root/
+ *   /tmp/init       Docker's "init layer" idea: empty proc/ dev/ sys/ directories stacked above the
+ *                   image, so an image whose /proc is a symlink (to /etc, to ../../..) gets a plain
+ *                   directory there: a directory in a higher layer hides a lower non-directory.
+ *   /tmp/root       the overlay: init + image layers (+ rw layer)
+ * Then pivot_root into /tmp/root and detach the old root; the scratch tmpfs stays alive through
+ * the overlay's private clones of its layers and vanishes with the namespace.
+ *
+ * Image paths are hostile: every path inside the new root is resolved with openat2(RESOLVE_IN_ROOT)
+ * relative to the root's fd, and mounts go onto the resulting fd, never onto a path string. */
+#include "rootfs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define SCRATCH "/tmp"
+#define MAX_MOUNT_DATA 4095 /* mount(2) copies its data argument as one page */
+
+static int sys_openat2(int dirfd, const char *path, int flags, unsigned long long resolve)
+{
+	struct open_how how = {.flags = (unsigned long long)flags, .resolve = resolve};
+	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+static int sys_pivot_root(const char *new_root, const char *put_old)
+{
+	return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+
+/* Appends the fs context's log ("e overlay: ...") to a failure: the kernel explains there what
+ * errno alone cannot. */
+static int fs_fail(ud_error *e, int fsfd, int err, const char *what)
+{
+	char log[512] = "", line[256];
+	size_t used = 0;
+	for (int i = 0; i < 8 && fsfd >= 0; i++) {
+		ssize_t n = read(fsfd, line, sizeof(line) - 1);
+		if (n <= 0)
+			break;
+		line[n] = '\0';
+		if (line[n - 1] == '\n')
+			line[n - 1] = '\0';
+		int w = snprintf(log + used, sizeof(log) - used, "%s%s", used ? "; " : " (kernel: ",
+				 line);
+		if (w < 0 || (size_t)w >= sizeof(log) - used)
+			break;
+		used += (size_t)w;
+	}
+	if (used && used + 1 < sizeof(log))
+		strcat(log, ")");
+	return ud_fail(e, UD_EXIT_MOUNT, err, "%s%s", what, log);
+}
+
+/* A fresh filesystem, detached: fsopen + options + fsmount with the given MOUNT_ATTR_* flags. */
+static int new_fs(const char *type, const char *const *opts, unsigned attrs, ud_error *e)
+{
+	ud_autoclose int fsfd = fsopen(type, FSOPEN_CLOEXEC);
+	char what[128];
+	if (fsfd < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "fsopen(%s)", type);
+	for (size_t i = 0; opts && opts[i]; i += 2) {
+		int r = opts[i + 1] ? fsconfig(fsfd, FSCONFIG_SET_STRING, opts[i], opts[i + 1], 0)
+				    : fsconfig(fsfd, FSCONFIG_SET_FLAG, opts[i], NULL, 0);
+		if (r < 0) {
+			snprintf(what, sizeof(what), "%s option %s", type, opts[i]);
+			return fs_fail(e, fsfd, errno, what);
+		}
+	}
+	if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+		snprintf(what, sizeof(what), "creating a %s filesystem", type);
+		return fs_fail(e, fsfd, errno, what);
+	}
+	int mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, attrs);
+	if (mfd < 0) {
+		snprintf(what, sizeof(what), "fsmount(%s)", type);
+		return fs_fail(e, fsfd, errno, what);
+	}
+	return mfd;
+}
+
+static int attach(int mfd, int target_fd, const char *where, ud_error *e)
+{
+	if (move_mount(mfd, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "mounting on %s", where);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- paths inside the new root */
+
+#define IN_ROOT (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+
+/* Resolves an absolute image path inside rootfd. With create, missing components are made as
+ * directories (the last one as a file when !dir), each relative to its resolved parent's fd. */
+static int resolve_in_root(int rootfd, const char *path, bool create, bool dir, ud_error *e)
+{
+	const char *rel = path + 1;
+	int fd = sys_openat2(rootfd, rel, O_PATH | O_CLOEXEC, IN_ROOT);
+	if (fd >= 0 || errno != ENOENT || !create) {
+		if (fd < 0)
+			return ud_fail(e, UD_EXIT_MOUNT, errno, "resolving %s inside the image",
+				       path);
+		return fd;
+	}
+	char parent[4096];
+	snprintf(parent, sizeof(parent), "%s", path);
+	char *slash = strrchr(parent, '/');
+	const char *base = slash + 1;
+	ud_autoclose int pfd = -1;
+	if (slash == parent)
+		pfd = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
+	else {
+		*slash = '\0';
+		pfd = resolve_in_root(rootfd, parent, true, true, e);
+	}
+	if (pfd < 0)
+		return -1;
+	/* The parent fd was resolved in the root; creating relative to it cannot escape. */
+	int r;
+	if (dir)
+		r = mkdirat(pfd, base, 0755);
+	else {
+		r = openat(pfd, base, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (r >= 0)
+			close(r);
+	}
+	if (r < 0 && errno != EEXIST)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "creating mount point %s inside the image%s",
+			       path, errno == EROFS ? " (the root is read-only)" : "");
+	fd = sys_openat2(rootfd, rel, O_PATH | O_CLOEXEC, IN_ROOT);
+	if (fd < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "resolving %s inside the image", path);
+	return fd;
+}
+
+/* ---------------------------------------------------------------- the overlay root */
+
+struct layer_set {
+	int storage_fd;      /* img->storage_root */
+	int scratch_fd;      /* /tmp scratch tmpfs */
+	int rw_fd;           /* --rw-path DIR, or -1 */
+	char upper[64], work[64];
+};
+
+static int overlay_fd_or_string(const struct ud_plan *p, struct layer_set *ls, bool by_fd,
+				int target_fd, ud_error *e)
+{
+	const struct ud_image *img = p->img;
+	ud_autoclose int fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
+	if (fsfd < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "fsopen(overlay)");
+
+	/* lowerdir+ appends one layer per call, topmost first: init, then the image top to bottom. */
+	for (size_t i = 0; i <= img->n_layers; i++) {
+		const char *path = i == 0 ? SCRATCH "/init" : img->layers[i - 1];
+		int r;
+		if (by_fd) {
+			ud_autoclose int lfd =
+				i == 0 ? openat(ls->scratch_fd, "init",
+						O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
+				       : open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+			if (lfd < 0)
+				return ud_fail(e, UD_EXIT_STORAGE, errno, "opening layer %s", path);
+			r = fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, lfd);
+		} else {
+			r = fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", path, 0);
+		}
+		if (r < 0) {
+			int err = errno;
+			char what[1200];
+			snprintf(what, sizeof(what), "overlay lowerdir+ %s (%s)", path,
+				 by_fd ? "by fd" : "by path");
+			fs_fail(e, fsfd, err, what);
+			e->errnum = err;
+			return -1;
+		}
+	}
+	if (p->rw != UD_RW_NONE) {
+		const char *keys[2] = {"upperdir", "workdir"};
+		const char *vals[2] = {ls->upper, ls->work};
+		for (int i = 0; i < 2; i++)
+			if (fsconfig(fsfd, FSCONFIG_SET_STRING, keys[i], vals[i], 0) < 0)
+				return fs_fail(e, fsfd, errno, keys[i]);
+	}
+	if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		return fs_fail(e, fsfd, errno, "creating the overlay root");
+	ud_autoclose int mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, p->rw == UD_RW_NONE ? MOUNT_ATTR_RDONLY : 0);
+	if (mfd < 0)
+		return fs_fail(e, fsfd, errno, "fsmount(overlay)");
+	return attach(mfd, target_fd, "the new root", e);
+}
+
+/* mount(2) with Docker's short names: the storage root's l/<id> symlinks point at each layer's
+ * diff/, and a relative lowerdir resolves against our cwd, so 120 layers fit in one page. */
+static int overlay_legacy(const struct ud_plan *p, struct layer_set *ls, ud_error *e)
+{
+	const struct ud_image *img = p->img;
+	size_t cap = 64 + img->n_layers * 32 + 256, len = 0;
+	ud_autofree char *data = malloc(cap);
+	if (!data)
+		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+	len = (size_t)snprintf(data, cap, "lowerdir=%s", SCRATCH "/init");
+	for (size_t i = 0; i < img->n_layers; i++) {
+		/* <storage>/<id>/diff → <id>/link holds the short name */
+		const char *l = img->layers[i];
+		size_t rootlen = strlen(img->storage_root) + 1;
+		char linkfile[1100], link[64];
+		snprintf(linkfile, sizeof(linkfile), "%.*s/link", (int)(strlen(l) - rootlen - 5),
+			 l + rootlen);
+		ud_autoclose int lf = openat(ls->storage_fd, linkfile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		ssize_t n = lf >= 0 ? read(lf, link, sizeof(link) - 1) : -1;
+		if (n <= 0)
+			return ud_fail(e, UD_EXIT_STORAGE, n < 0 ? errno : 0,
+				       "reading the short name of layer %s (%s/%s)", l,
+				       img->storage_root, linkfile);
+		link[n] = '\0';
+		link[strcspn(link, "\n")] = '\0';
+		/* The short name goes into the mount options: it must be a plain name. */
+		if (!*link || strspn(link, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != strlen(link))
+			return ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s has a bad short name '%s'", l,
+				       link);
+		char lpath[80];
+		snprintf(lpath, sizeof(lpath), "l/%s", link);
+		struct stat st;
+		if (fstatat(ls->storage_fd, lpath, &st, 0) < 0 || !S_ISDIR(st.st_mode))
+			return ud_fail(e, UD_EXIT_STORAGE, errno,
+				       "layer %s: short name %s/%s is not a directory", l,
+				       img->storage_root, lpath);
+		len += (size_t)snprintf(data + len, cap - len, ":%s", lpath);
+	}
+	if (p->rw != UD_RW_NONE)
+		len += (size_t)snprintf(data + len, cap - len, ",upperdir=%s,workdir=%s", ls->upper,
+					ls->work);
+	if (len > MAX_MOUNT_DATA)
+		return ud_fail(e, UD_EXIT_MOUNT, E2BIG,
+			       "overlay options for %zu layers are %zu bytes, more than mount(2) "
+			       "takes (%d); a kernel with lowerdir+ (6.8) has no such limit",
+			       img->n_layers, len, MAX_MOUNT_DATA);
+	ud_autoclose int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fchdir(ls->storage_fd) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "chdir to %s", img->storage_root);
+	unsigned long flags = p->rw == UD_RW_NONE ? MS_RDONLY : 0;
+	int r = mount("overlay", SCRATCH "/root", "overlay", flags, data);
+	int err = errno;
+	if (cwd >= 0 && fchdir(cwd) < 0) {
+		/* cwd only matters for the relative layer names above */
+	}
+	if (r < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, err, "mount(2) of the overlay root (%zu layers)",
+			       img->n_layers);
+	return 0;
+}
+
+/* Makes sure nobody else uses a persistent rw layer. Overlayfs only warns when an upperdir is in
+ * use by another mount (unless index=on, which would tie the rw layer to one exact lower stack),
+ * so we keep the owner's namespace id in DIR/owner and look for it among the live namespaces:
+ * those of processes, those held open as fds, and those pinned by a bind mount. */
+static bool ns_alive(const char *id)
+{
+	char buf[128];
+	bool found = false;
+	FILE *mi = fopen("/proc/self/mountinfo", "re");
+	if (mi) {
+		char line[4096];
+		char needle[160];
+		snprintf(needle, sizeof(needle), " %s ", id);
+		while (!found && fgets(line, sizeof(line), mi))
+			if (strstr(line, needle) && strstr(line, " - nsfs "))
+				found = true;
+		fclose(mi);
+	}
+	DIR *proc = found ? NULL : opendir("/proc");
+	struct dirent *de;
+	while (proc && !found && (de = readdir(proc))) {
+		if (de->d_name[0] < '0' || de->d_name[0] > '9')
+			continue;
+		char path[300];
+		snprintf(path, sizeof(path), "/proc/%s/ns/mnt", de->d_name);
+		ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+		if (n > 0 && (buf[n] = '\0', strcmp(buf, id) == 0)) {
+			found = true;
+			break;
+		}
+		snprintf(path, sizeof(path), "/proc/%s/fd", de->d_name);
+		DIR *fds = opendir(path);
+		struct dirent *fe;
+		while (fds && !found && (fe = readdir(fds))) {
+			char fpath[600];
+			snprintf(fpath, sizeof(fpath), "%s/%s", path, fe->d_name);
+			n = readlink(fpath, buf, sizeof(buf) - 1);
+			if (n > 0 && (buf[n] = '\0', strcmp(buf, id) == 0))
+				found = true;
+		}
+		if (fds)
+			closedir(fds);
+	}
+	if (proc)
+		closedir(proc);
+	return found;
+}
+
+static int rw_path_prepare(const struct ud_plan *p, struct layer_set *ls, int *lock_fd, ud_error *e)
+{
+	const char *dir = p->rw_path;
+	/* mkdir -p DIR, 0700: the rw layer holds the app's writes. */
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s", dir);
+	for (char *s = tmp + 1;; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+			*s = '\0';
+			if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+				return ud_fail(e, UD_EXIT_MOUNT, errno, "creating --rw-path %s", tmp);
+			*s = c;
+			if (!c)
+				break;
+		}
+	}
+	ls->rw_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (ls->rw_fd < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "opening --rw-path %s", dir);
+	if ((mkdirat(ls->rw_fd, "upper", 0755) < 0 && errno != EEXIST) ||
+	    (mkdirat(ls->rw_fd, "work", 0700) < 0 && errno != EEXIST))
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "creating upper/ and work/ in %s", dir);
+	/* Serialises helpers on the same DIR between the check and the owner record. */
+	*lock_fd = openat(ls->rw_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "locking %s/lock", dir);
+	char owner[128] = "";
+	ud_autoclose int of = openat(ls->rw_fd, "owner", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	ssize_t n = of >= 0 ? read(of, owner, sizeof(owner) - 1) : 0;
+	if (n > 0) {
+		owner[n] = '\0';
+		owner[strcspn(owner, "\n")] = '\0';
+		if (strncmp(owner, "mnt:[", 5) == 0 && ns_alive(owner))
+			return ud_fail(e, UD_EXIT_MOUNT, EBUSY,
+				       "--rw-path %s is in use by another live namespace (%s)", dir,
+				       owner);
+	}
+	/* /proc/self/fd/N reaches DIR even where the scratch tmpfs hides it (DIR under /tmp). */
+	snprintf(ls->upper, sizeof(ls->upper), "/proc/self/fd/%d/upper", ls->rw_fd);
+	snprintf(ls->work, sizeof(ls->work), "/proc/self/fd/%d/work", ls->rw_fd);
+	return 0;
+}
+
+static int rw_path_record(int rw_fd, int mnt_ns_fd, ud_error *e)
+{
+	struct stat st;
+	if (fstat(mnt_ns_fd, &st) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "fstat of the new mount namespace");
+	char buf[64];
+	int len = snprintf(buf, sizeof(buf), "mnt:[%lu]\n", (unsigned long)st.st_ino);
+	ud_autoclose int of =
+		openat(rw_fd, "owner", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (of < 0 || write(of, buf, (size_t)len) != len)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "recording the owner of --rw-path");
+	return 0;
+}
+
+/* ---------------------------------------------------------------- special filesystems */
+
+static int mount_proc(int target, ud_error *e)
+{
+	ud_autoclose int m = new_fs("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, e);
+	return m < 0 ? -1 : attach(m, target, "/proc", e);
+}
+
+static int mount_sys(int target, ud_error *e)
+{
+	ud_autoclose int m = new_fs("sysfs", NULL,
+				    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+					    MOUNT_ATTR_NOEXEC,
+				    e);
+	return m < 0 ? -1 : attach(m, target, "/sys", e);
+}
+
+static int mount_dev(int target, ud_error *e)
+{
+	static const char *const tmpfs_opts[] = {"mode", "0755", "size", "65536k", NULL};
+	static const struct {
+		const char *name;
+		unsigned major, minor;
+	} nodes[] = {{"null", 1, 3}, {"zero", 1, 5},	{"full", 1, 7},
+		     {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
+	static const char *const links[][2] = {{"fd", "/proc/self/fd"},
+					       {"stdin", "/proc/self/fd/0"},
+					       {"stdout", "/proc/self/fd/1"},
+					       {"stderr", "/proc/self/fd/2"},
+					       {"ptmx", "pts/ptmx"}};
+
+	/* Filled while still detached: nothing in the image can be in the way, and the device
+	 * nodes are created relative to this fresh tmpfs's fd only. */
+	ud_autoclose int dev = new_fs("tmpfs", tmpfs_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, e);
+	if (dev < 0)
+		return -1;
+	for (size_t i = 0; i < UD_ARRAY_SIZE(nodes); i++)
+		if (mknodat(dev, nodes[i].name, S_IFCHR | 0666,
+			    makedev(nodes[i].major, nodes[i].minor)) < 0)
+			return ud_fail(e, UD_EXIT_MOUNT, errno, "mknod /dev/%s", nodes[i].name);
+	for (size_t i = 0; i < UD_ARRAY_SIZE(links); i++)
+		if (symlinkat(links[i][1], dev, links[i][0]) < 0)
+			return ud_fail(e, UD_EXIT_MOUNT, errno, "symlink /dev/%s", links[i][0]);
+	if (mkdirat(dev, "pts", 0755) < 0 || mkdirat(dev, "shm", 01777) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "mkdir in /dev");
+	if (attach(dev, target, "/dev", e) < 0)
+		return -1;
+
+	/* Attached now: dev refers to the mounted tmpfs's root. Submounts go on paths resolved
+	 * from it (moving into a detached tree needs Linux 6.5+). */
+	static const char *const pts_opts[] = {"newinstance", NULL, "ptmxmode", "0666",
+					       "mode",	      "0620", "gid",	  "5",
+					       NULL};
+	static const char *const shm_opts[] = {"mode", "1777", "size", "65536k", NULL};
+	ud_autoclose int pts_dir = openat(dev, "pts", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	ud_autoclose int shm_dir = openat(dev, "shm", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (pts_dir < 0 || shm_dir < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "opening /dev/pts or /dev/shm");
+	ud_autoclose int pts = new_fs("devpts", pts_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, e);
+	if (pts < 0 || attach(pts, pts_dir, "/dev/pts", e) < 0)
+		return -1;
+	ud_autoclose int shm = new_fs("tmpfs", shm_opts,
+				      MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, e);
+	if (shm < 0 || attach(shm, shm_dir, "/dev/shm", e) < 0)
+		return -1;
+	/* mkdirat applied the umask; /dev/shm must be world-writable and sticky. */
+	ud_autoclose int shm_root = openat(dev, "shm", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (shm_root < 0 || fchmod(shm_root, 01777) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "chmod /dev/shm");
+	return 0;
+}
+
+static int mount_tmpfs(int target, const char *where, ud_error *e)
+{
+	static const char *const opts[] = {"mode", "1777", NULL};
+	ud_autoclose int m = new_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, e);
+	return m < 0 ? -1 : attach(m, target, where, e);
+}
+
+/* A fresh bind takes the source's flags and ignores MS_RDONLY: read-only is applied to the new
+ * mount afterwards, recursively, with mount_setattr (5.12) or a bind remount (older kernels, and
+ * --mount-api legacy, which then covers only the top mount). */
+static int mount_bind(const struct ud_plan *p, int srcfd, int rootfd, const struct ud_op *op,
+		      ud_error *e)
+{
+	struct stat st;
+	if (fstat(srcfd, &st) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "bind source %s", op->src);
+	ud_autoclose int target = resolve_in_root(rootfd, op->dst, p->rw != UD_RW_NONE,
+						  S_ISDIR(st.st_mode), e);
+	if (target < 0)
+		return -1;
+	ud_autoclose int tree = open_tree(srcfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+							    AT_EMPTY_PATH | AT_RECURSIVE);
+	if (tree < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "cloning bind source %s", op->src);
+	bool legacy = p->mount_api == UD_API_LEGACY;
+	if (op->readonly && !legacy) {
+		struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+		if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
+			if (errno != ENOSYS)
+				return ud_fail(e, UD_EXIT_MOUNT, errno, "making %s read-only",
+					       op->dst);
+			legacy = true;
+		}
+	}
+	if (attach(tree, target, op->dst, e) < 0)
+		return -1;
+	if (op->readonly && legacy) {
+		/* tree now refers to the attached mount's root; its /proc/self/fd path names it. */
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", tree);
+		unsigned long keep = 0;
+		struct statvfs_flags {
+			unsigned long f, m;
+		} map[] = {{ST_NOSUID, MS_NOSUID}, {ST_NODEV, MS_NODEV}, {ST_NOEXEC, MS_NOEXEC}};
+		struct statvfs sv;
+		if (fstatvfs(tree, &sv) == 0)
+			for (size_t i = 0; i < UD_ARRAY_SIZE(map); i++)
+				if (sv.f_flag & map[i].f)
+					keep |= map[i].m;
+		/* A remount must restate the locked flags it keeps, or EPERM. */
+		if (mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, NULL) < 0)
+			return ud_fail(e, UD_EXIT_MOUNT, errno, "remounting %s read-only", op->dst);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- the whole sequence */
+
+void ud_ns_fds_close(struct ud_ns_fds *ns)
+{
+	for (int i = 0; i < ns->n; i++)
+		if (ns->fds[i] >= 0)
+			close(ns->fds[i]);
+	if (ns->host_mnt >= 0)
+		close(ns->host_mnt);
+	ns->n = 0;
+	ns->host_mnt = -1;
+}
+
+static int open_ns_fds(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
+{
+	static const int order[] = {CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET,
+				    CLONE_NEWCGROUP};
+	for (size_t i = 0; i < UD_ARRAY_SIZE(order); i++) {
+		if (!(p->unshare_flags & order[i]))
+			continue;
+		char path[64];
+		/* /proc/self, never /proc/<getpid()>: under emperor-use-clone=pid our pid is
+		 * another process's in /proc. */
+		snprintf(path, sizeof(path), "/proc/self/ns/%s", ud_ns_name(order[i]));
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return ud_fail(e, UD_EXIT_MOUNT, errno, "opening %s", path);
+		ns->types[ns->n] = order[i];
+		ns->fds[ns->n++] = fd;
+	}
+	return 0;
+}
+
+int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
+{
+	const struct ud_image *img = p->img;
+	struct layer_set ls = {.storage_fd = -1, .scratch_fd = -1, .rw_fd = -1};
+	ud_autoclose int lock_fd = -1, rootfd = -1, scratch_mp = -1, root_mp = -1;
+	ud_autofree int *srcs = NULL;
+	int r = -1;
+	mode_t old_umask = umask(0);
+
+	memset(ns, 0, sizeof(*ns));
+	ns->host_mnt = -1;
+	ns->host_mnt = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+	if (ns->host_mnt < 0) {
+		ud_fail(e, UD_EXIT_MOUNT, errno, "opening /proc/self/ns/mnt (is /proc mounted?)");
+		goto out;
+	}
+	if (unshare(p->unshare_flags) < 0) {
+		ud_fail(e, UD_EXIT_MOUNT, errno, "unshare of the namespaces");
+		goto out;
+	}
+	/* Before any mount: nothing we do may propagate back to the host's peers. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		ud_fail(e, UD_EXIT_MOUNT, errno, "making / private in the new namespace");
+		goto out;
+	}
+	if (open_ns_fds(p, ns, e) < 0)
+		goto out;
+	if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0) {
+		ud_fail(e, UD_EXIT_MOUNT, errno, "sethostname %s", p->hostname);
+		goto out;
+	}
+
+	/* Host-side paths are opened now, in the new namespace (a mount of another namespace cannot
+	 * be cloned or used as a layer) and before the scratch tmpfs may hide them. */
+	ls.storage_fd = open(img->storage_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (ls.storage_fd < 0) {
+		ud_fail(e, UD_EXIT_STORAGE, errno, "opening storage %s", img->storage_root);
+		goto out;
+	}
+	srcs = calloc(p->n_ops + 1, sizeof(int));
+	if (!srcs) {
+		ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < p->n_ops; i++) {
+		srcs[i] = -1;
+		if (p->ops[i].type != UD_OP_BIND)
+			continue;
+		srcs[i] = open(p->ops[i].src, O_PATH | O_CLOEXEC);
+		if (srcs[i] < 0) {
+			ud_fail(e, UD_EXIT_MOUNT, errno, "bind source %s", p->ops[i].src);
+			goto out;
+		}
+	}
+	if (p->rw == UD_RW_PATH && rw_path_prepare(p, &ls, &lock_fd, e) < 0)
+		goto out;
+
+	/* Scratch tmpfs on /tmp. Attached (not left detached): overlayfs clones its layers'
+	 * mounts privately, which older kernels allow only for mounts in our own namespace. */
+	{
+		static const char *const opts[] = {"mode", "0700", "size", "16m", NULL};
+		ud_autoclose int m = new_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, e);
+		if (m < 0)
+			goto out;
+		scratch_mp = open(SCRATCH, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (scratch_mp < 0) {
+			ud_fail(e, UD_EXIT_MOUNT, errno, "opening %s", SCRATCH);
+			goto out;
+		}
+		if (attach(m, scratch_mp, SCRATCH, e) < 0)
+			goto out;
+		ls.scratch_fd = fcntl(m, F_DUPFD_CLOEXEC, 3);
+	}
+	static const char *const scratch_dirs[] = {"init", "init/proc", "init/dev", "init/sys",
+						   "upper", "work", "root"};
+	for (size_t i = 0; i < UD_ARRAY_SIZE(scratch_dirs); i++)
+		if (mkdirat(ls.scratch_fd, scratch_dirs[i], 0755) < 0) {
+			ud_fail(e, UD_EXIT_MOUNT, errno, "mkdir %s/%s", SCRATCH, scratch_dirs[i]);
+			goto out;
+		}
+	if (p->rw == UD_RW_TMPFS) {
+		snprintf(ls.upper, sizeof(ls.upper), SCRATCH "/upper");
+		snprintf(ls.work, sizeof(ls.work), SCRATCH "/work");
+	}
+
+	root_mp = openat(ls.scratch_fd, "root", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root_mp < 0) {
+		ud_fail(e, UD_EXIT_MOUNT, errno, "opening %s/root", SCRATCH);
+		goto out;
+	}
+	switch (p->mount_api) {
+	case UD_API_AUTO:
+		/* Best first; EINVAL from lowerdir+ means this kernel lacks that form. */
+		if (overlay_fd_or_string(p, &ls, true, root_mp, e) == 0)
+			break;
+		if (e->errnum != EINVAL)
+			goto out;
+		if (overlay_fd_or_string(p, &ls, false, root_mp, e) == 0)
+			break;
+		if (e->errnum != EINVAL)
+			goto out;
+		if (overlay_legacy(p, &ls, e) < 0)
+			goto out;
+		break;
+	case UD_API_FD:
+	case UD_API_STRING:
+		if (overlay_fd_or_string(p, &ls, p->mount_api == UD_API_FD, root_mp, e) < 0)
+			goto out;
+		break;
+	case UD_API_LEGACY:
+		if (overlay_legacy(p, &ls, e) < 0)
+			goto out;
+		break;
+	}
+	if (p->rw == UD_RW_PATH && rw_path_record(ls.rw_fd, ns->fds[0], e) < 0)
+		goto out;
+
+	rootfd = openat(ls.scratch_fd, "root", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0) {
+		ud_fail(e, UD_EXIT_MOUNT, errno, "opening the new root");
+		goto out;
+	}
+	for (size_t i = 1; i < p->n_ops; i++) {
+		const struct ud_op *op = &p->ops[i];
+		int rc;
+		if (op->type == UD_OP_BIND) {
+			rc = mount_bind(p, srcs[i], rootfd, op, e);
+		} else {
+			/* /proc /dev /sys exist as plain directories thanks to the init layer; the
+			 * user's tmpfs targets are created if missing. */
+			ud_autoclose int t = resolve_in_root(rootfd, op->dst, p->rw != UD_RW_NONE,
+							     true, e);
+			if (t < 0)
+				goto out;
+			switch (op->type) {
+			case UD_OP_PROC:
+				rc = mount_proc(t, e);
+				break;
+			case UD_OP_DEV:
+				rc = mount_dev(t, e);
+				break;
+			case UD_OP_SYS:
+				rc = mount_sys(t, e);
+				break;
+			default:
+				rc = mount_tmpfs(t, op->dst, e);
+				break;
+			}
+		}
+		if (rc < 0)
+			goto out;
+	}
+
+	/* pivot_root(".", "."): the old root ends up mounted on top of the new one, where "." now
+	 * resolves; make it private (already so, but a detach must never propagate) and detach. */
+	if (fchdir(rootfd) < 0 || sys_pivot_root(".", ".") < 0) {
+		ud_fail(e, UD_EXIT_MOUNT, errno, "pivot_root into the new root");
+		goto out;
+	}
+	if (mount(NULL, ".", NULL, MS_REC | MS_PRIVATE, NULL) < 0 || umount2(".", MNT_DETACH) < 0) {
+		ud_fail(e, UD_EXIT_MOUNT, errno, "detaching the old root");
+		goto out;
+	}
+	if (chdir("/") < 0) {
+		ud_fail(e, UD_EXIT_MOUNT, errno, "chdir /");
+		goto out;
+	}
+	r = 0;
+out:
+	if (srcs)
+		for (size_t i = 0; i < p->n_ops; i++)
+			if (srcs[i] >= 0)
+				close(srcs[i]);
+	ud_closep(&ls.storage_fd);
+	ud_closep(&ls.scratch_fd);
+	ud_closep(&ls.rw_fd);
+	umask(old_umask);
+	if (r < 0)
+		ud_ns_fds_close(ns);
+	return r;
+}
