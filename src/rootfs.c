@@ -318,9 +318,10 @@ static bool ns_alive(const char *id)
 	return found;
 }
 
-static int rw_path_prepare(const struct ud_plan *p, struct layer_set *ls, int *lock_fd, ud_error *e)
+/* Before unshare: a pin of another namespace is an nsfs mount, and mount namespace files are not
+ * copied into a new namespace; also our own new namespace may reuse a dead owner's inode number. */
+static int rw_path_lock(const char *dir, int *lock_fd, ud_error *e)
 {
-	const char *dir = p->rw_path;
 	/* mkdir -p DIR, 0700: the rw layer holds the app's writes. */
 	char tmp[4096];
 	snprintf(tmp, sizeof(tmp), "%s", dir);
@@ -335,18 +336,15 @@ static int rw_path_prepare(const struct ud_plan *p, struct layer_set *ls, int *l
 				break;
 		}
 	}
-	ls->rw_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (ls->rw_fd < 0)
+	ud_autoclose int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
 		return ud_fail(e, UD_EXIT_MOUNT, errno, "opening --rw-path %s", dir);
-	if ((mkdirat(ls->rw_fd, "upper", 0755) < 0 && errno != EEXIST) ||
-	    (mkdirat(ls->rw_fd, "work", 0700) < 0 && errno != EEXIST))
-		return ud_fail(e, UD_EXIT_MOUNT, errno, "creating upper/ and work/ in %s", dir);
-	/* Serialises helpers on the same DIR between the check and the owner record. */
-	*lock_fd = openat(ls->rw_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	/* Serialises helpers on the same DIR from this check to the owner record. */
+	*lock_fd = openat(dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX) < 0)
 		return ud_fail(e, UD_EXIT_MOUNT, errno, "locking %s/lock", dir);
 	char owner[128] = "";
-	ud_autoclose int of = openat(ls->rw_fd, "owner", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	ud_autoclose int of = openat(dfd, "owner", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	ssize_t n = of >= 0 ? read(of, owner, sizeof(owner) - 1) : 0;
 	if (n > 0) {
 		owner[n] = '\0';
@@ -356,6 +354,17 @@ static int rw_path_prepare(const struct ud_plan *p, struct layer_set *ls, int *l
 				       "--rw-path %s is in use by another live namespace (%s)", dir,
 				       owner);
 	}
+	return 0;
+}
+
+static int rw_path_open(const char *dir, struct layer_set *ls, ud_error *e)
+{
+	ls->rw_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (ls->rw_fd < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "opening --rw-path %s", dir);
+	if ((mkdirat(ls->rw_fd, "upper", 0755) < 0 && errno != EEXIST) ||
+	    (mkdirat(ls->rw_fd, "work", 0700) < 0 && errno != EEXIST))
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "creating upper/ and work/ in %s", dir);
 	/* /proc/self/fd/N reaches DIR even where the scratch tmpfs hides it (DIR under /tmp). */
 	snprintf(ls->upper, sizeof(ls->upper), "/proc/self/fd/%d/upper", ls->rw_fd);
 	snprintf(ls->work, sizeof(ls->work), "/proc/self/fd/%d/work", ls->rw_fd);
@@ -553,6 +562,8 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 		ud_fail(e, UD_EXIT_MOUNT, errno, "opening /proc/self/ns/mnt (is /proc mounted?)");
 		goto out;
 	}
+	if (p->rw == UD_RW_PATH && rw_path_lock(p->rw_path, &lock_fd, e) < 0)
+		goto out;
 	if (unshare(p->unshare_flags) < 0) {
 		ud_fail(e, UD_EXIT_MOUNT, errno, "unshare of the namespaces");
 		goto out;
@@ -591,7 +602,7 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 			goto out;
 		}
 	}
-	if (p->rw == UD_RW_PATH && rw_path_prepare(p, &ls, &lock_fd, e) < 0)
+	if (p->rw == UD_RW_PATH && rw_path_open(p->rw_path, &ls, e) < 0)
 		goto out;
 
 	/* Scratch tmpfs on /tmp. Attached (not left detached): overlayfs clones its layers'
