@@ -29,8 +29,23 @@ HELPER := $(B)/uwsgi-docker-rootfs
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
+UWSGI ?= uwsgi
+PLUGIN := $(B)/docker_plugin.so
+PLUGIN_DIR ?= $(shell $(UWSGI) --cflags 2>/dev/null | sed -n 's/.*-DUWSGI_PLUGIN_DIR=."\([^"\\]*\).*/\1/p')
+
 .PHONY: all install deps check check-unit check-integration demo bench clean format
-all: $(HELPER)
+all: $(HELPER) $(PLUGIN)
+
+# The plugin is compiled directly against the running uWSGI's own header and flags
+# (uwsgi --dot-h, uwsgi --cflags): the same thing `uwsgi --build-plugin` does, without
+# needing uWSGI's source tree. handoff.c is shared with the helper.
+$(B)/uwsgi.h:
+	@mkdir -p $(dir $@)
+	$(UWSGI) --dot-h > $@
+
+$(PLUGIN): hooks/docker/docker_plugin.c src/handoff.c src/error.c src/handoff.h src/error.h $(B)/uwsgi.h
+	$(CC) $$($(UWSGI) --cflags) -D_GNU_SOURCE -Werror -I$(B) -Isrc -fPIC -shared -o $@ \
+		hooks/docker/docker_plugin.c src/handoff.c src/error.c
 
 $(B)/obj/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
@@ -43,8 +58,9 @@ $(B)/tests/%: tests/unit/%.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Isrc -DFIXTURES='"$(CURDIR)/tests/fixtures"' -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
 
-install: $(HELPER)
+install: $(HELPER) $(PLUGIN)
 	install -D -m 0755 $(HELPER) $(DESTDIR)$(BINDIR)/uwsgi-docker-rootfs
+	install -D -m 0644 $(PLUGIN) $(DESTDIR)$(PLUGIN_DIR)/docker_plugin.so
 	install -D -m 0644 man/uwsgi-docker-rootfs.1 $(DESTDIR)$(MANDIR)/man1/uwsgi-docker-rootfs.1
 
 # Installs missing Debian packages and starts dockerd if none answers (idempotent, quick when done).

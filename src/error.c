@@ -27,7 +27,7 @@ int ud_context(ud_error *e, const char *fmt, ...)
 	va_end(ap);
 	memcpy(old, e->msg, sizeof(old));
 	/* Truncation is acceptable for a message; build it piecewise so the compiler sees that. */
-	size_t pl = strnlen(prefix, sizeof(e->msg) - 3);
+	size_t pl = strnlen(prefix, sizeof(prefix) - 1);
 	memcpy(e->msg, prefix, pl);
 	memcpy(e->msg + pl, ": ", 2);
 	size_t room = sizeof(e->msg) - pl - 3;
