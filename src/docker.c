@@ -47,47 +47,55 @@ static bool is_hex(const char *s, size_t n)
 	return true;
 }
 
-/* One path component of a repository name: [a-z0-9]+ separated by '.', '_', '__' or '-'+. */
+/* One path component of a repository name: [a-z0-9]+ joined by separators, each '.', '_', '__'
+ * or a run of '-', and each followed by [a-z0-9] again (the distribution reference grammar). */
 static bool component_valid(const char *s, size_t n)
 {
-	if (n == 0 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (isalnum(c)) {
-			if (isupper(c))
-				return false;
-			continue;
-		}
-		if (c != '.' && c != '_' && c != '-')
+	size_t i = 0;
+	for (;;) {
+		size_t start = i;
+		while (i < n && (islower((unsigned char)s[i]) || isdigit((unsigned char)s[i])))
+			i++;
+		if (i == start)
 			return false;
-		/* separators: '.', '_', '__', or any run of '-' */
-		if (c == '.' && !isalnum((unsigned char)s[i + 1]))
-			return false;
-		if (c == '_' && s[i + 1] == '_' && s[i + 2] == '_')
-			return false;
-		if (c == '_' && s[i + 1] != '_' && !isalnum((unsigned char)s[i + 1]))
+		if (i == n)
+			return true;
+		if (s[i] == '.')
+			i++;
+		else if (s[i] == '_')
+			i += (i + 1 < n && s[i + 1] == '_') ? 2 : 1;
+		else if (s[i] == '-')
+			while (i < n && s[i] == '-')
+				i++;
+		else
 			return false;
 	}
-	return true;
 }
 
-/* Registry host: a DNS name or IPv4 with optional :port (the first component, when it has a '.'
- * or ':' or is "localhost"). Upper case is allowed there, as docker allows it. */
+/* Registry host: DNS labels ([A-Za-z0-9] runs joined by '-' inside a label) separated by '.',
+ * then an optional :port. Upper case is allowed there, as docker allows it. */
 static bool host_valid(const char *s, size_t n)
 {
-	size_t i = 0;
-	if (n == 0)
+	const char *colon = memchr(s, ':', n);
+	size_t hl = colon ? (size_t)(colon - s) : n;
+	if (hl == 0)
 		return false;
-	for (; i < n && s[i] != ':'; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '-')
+	for (size_t i = 0; i < hl;) {
+		size_t start = i;
+		while (i < hl && (isalnum((unsigned char)s[i]) || s[i] == '-'))
+			i++;
+		if (i == start || s[start] == '-' || s[i - 1] == '-')
 			return false;
-	if (i == 0 || s[0] == '.' || s[0] == '-')
-		return false;
-	if (i < n) {
-		if (i + 1 == n)
+		if (i < hl) {
+			if (s[i] != '.' || i + 1 == hl)
+				return false;
+			i++;
+		}
+	}
+	if (colon) {
+		if (hl + 1 == n)
 			return false;
-		for (size_t j = i + 1; j < n; j++)
+		for (size_t j = hl + 1; j < n; j++)
 			if (!isdigit((unsigned char)s[j]))
 				return false;
 	}
@@ -99,14 +107,15 @@ bool ud_reference_valid(const char *ref)
 	if (!ref)
 		return false;
 	size_t len = strlen(ref);
-	if (len == 0 || len > 255)
+	/* 255 is docker's limit on the name alone; a tag (128) and a digest (71) come on top. */
+	if (len == 0 || len > 255 + 1 + 128 + 71)
 		return false;
 
 	/* A bare id ("sha256:<hex>") or an id prefix. */
 	if (strncmp(ref, "sha256:", 7) == 0)
 		return len > 7 && len <= 7 + 64 && is_hex(ref + 7, len - 7);
 
-	char buf[256];
+	char buf[255 + 1 + 128 + 71 + 1];
 	memcpy(buf, ref, len + 1);
 
 	char *digest = strchr(buf, '@');
@@ -128,7 +137,7 @@ bool ud_reference_valid(const char *ref)
 			if (!isalnum((unsigned char)colon[i]) && !strchr("_.-", colon[i]))
 				return false;
 	}
-	if (buf[0] == '\0')
+	if (buf[0] == '\0' || strlen(buf) > 255)
 		return false;
 
 	const char *p = buf;

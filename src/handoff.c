@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -337,10 +338,17 @@ int ud_handoff_recv(int sock, struct ud_handoff *h, int timeout_ms, ud_error *e)
 	size_t len = 0, want = HEADER_FIXED;
 	int r = 0;
 
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (len < want) {
 		if (timeout_ms > 0) {
+			/* One deadline for the whole message, however it is split. */
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			long left = timeout_ms - ((now.tv_sec - t0.tv_sec) * 1000 +
+						  (now.tv_nsec - t0.tv_nsec) / 1000000);
 			struct pollfd pfd = {.fd = sock, .events = POLLIN};
-			int pr = poll(&pfd, 1, timeout_ms);
+			int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
 			if (pr == 0) {
 				r = ud_fail(e, UD_EXIT_HANDOFF, ETIMEDOUT,
 					    "no hand-off message within %d ms", timeout_ms);

@@ -356,6 +356,37 @@ static void docker_jail(int (*start)(void *), char **argv)
 	}
 }
 
+/* Unix sockets bound as root (form 1: by the master; form 2: by us before entering) go to the
+ * uid/gid that nginx and the workers expect, unless chown-socket says otherwise. In form 1 the
+ * master never resolved uid/gid names (master-as-root), so resolve them here, on the host. */
+static void chown_sockets(void)
+{
+	if (uwsgi.chown_socket)
+		return;
+	uid_t uid = uwsgi.uid;
+	gid_t gid = uwsgi.gid;
+	if (!uid && uwsgi.uidname) {
+		struct passwd *pw = getpwnam(uwsgi.uidname);
+		if (pw) {
+			uid = pw->pw_uid;
+			if (!uwsgi.gid && !uwsgi.gidname)
+				gid = pw->pw_gid;
+		}
+	}
+	if (!gid && uwsgi.gidname) {
+		struct group *gr = getgrnam(uwsgi.gidname);
+		if (gr)
+			gid = gr->gr_gid;
+	}
+	if (!uid && !gid)
+		return;
+	struct uwsgi_socket *s;
+	for (s = uwsgi.sockets; s; s = s->next)
+		if (s->family == AF_UNIX && s->name && s->name[0] != '@' && s->bound)
+			if (chown(s->name, uid, gid) < 0)
+				uwsgi_error_realpath(s->name);
+}
+
 static void enter_form2(void)
 {
 	ud_error e = {0};
@@ -375,6 +406,7 @@ static void enter_form2(void)
 	/* Sockets are bound now, on the host, where nginx looks for them; uWSGI skips bound ones
 	 * later. */
 	uwsgi_bind_sockets();
+	chown_sockets();
 	if (ud_handoff_enter(&ud.h, &e) < 0 || ud_chdir_image(ud.h.workdir, &e) < 0)
 		fatal(&e);
 	if (wants_env())
@@ -413,34 +445,10 @@ static void docker_before_privileges_drop(void)
 		ud.h.fds[i] = -1;
 }
 
-/* Form 1: unix sockets were bound by the master as root; give them to the uid/gid that nginx
- * and the workers expect, unless chown-socket says otherwise. */
 static void docker_post_init(void)
 {
-	if (ud.form != 1 || uwsgi.chown_socket)
-		return;
-	uid_t uid = uwsgi.uid;
-	gid_t gid = uwsgi.gid;
-	if (!uid && uwsgi.uidname) {
-		struct passwd *pw = getpwnam(uwsgi.uidname);
-		if (pw) {
-			uid = pw->pw_uid;
-			if (!uwsgi.gid && !uwsgi.gidname)
-				gid = pw->pw_gid;
-		}
-	}
-	if (!gid && uwsgi.gidname) {
-		struct group *gr = getgrnam(uwsgi.gidname);
-		if (gr)
-			gid = gr->gr_gid;
-	}
-	if (!uid && !gid)
-		return;
-	struct uwsgi_socket *s;
-	for (s = uwsgi.sockets; s; s = s->next)
-		if (s->family == AF_UNIX && s->name && s->name[0] != '@')
-			if (chown(s->name, uid, gid) < 0)
-				uwsgi_error_realpath(s->name);
+	if (ud.form == 1)
+		chown_sockets();
 }
 
 struct uwsgi_plugin docker_plugin = {
