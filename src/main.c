@@ -439,6 +439,22 @@ int main(int argc, char **argv)
 		goto fail;
 
 	if (c.print) {
+		/* Off the hot path, so only here: check the layers against DockerRootDir. */
+		char *desc = NULL, *root = NULL;
+		if (ud_docker_info(&d, &desc, &root, &e) < 0)
+			goto fail;
+		size_t rl = strlen(root);
+		bool under = rl > 0 && !strncmp(img.storage_root, root, rl) &&
+			     img.storage_root[rl] == '/';
+		free(desc);
+		if (!under) {
+			ud_fail(&e, UD_EXIT_STORAGE, 0,
+				"image '%s': layers in %s, outside the daemon's root directory %s",
+				img.ref, img.storage_root, root);
+			free(root);
+			goto fail;
+		}
+		free(root);
 		char *json = ud_plan_json(&plan);
 		if (!json) {
 			ud_fail(&e, UD_EXIT_REFUSED, ENOMEM, "out of memory");

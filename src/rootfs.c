@@ -182,6 +182,11 @@ static int overlay_fd_or_string(const struct ud_plan *p, struct layer_set *ls, b
 				return ud_fail(e, UD_EXIT_STORAGE, errno, "opening layer %s", path);
 			r = fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, lfd);
 		} else {
+			/* The kernel's message for a missing layer is vague; say which one. */
+			struct stat st;
+			if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+				return ud_fail(e, UD_EXIT_STORAGE, errno ? errno : ENOTDIR,
+					       "layer %s is not a directory", path);
 			r = fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", path, 0);
 		}
 		if (r < 0) {

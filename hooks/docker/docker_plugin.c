@@ -44,8 +44,6 @@ static struct {
 	int allow_root;
 	char *timeout;
 	char *mount_api;
-	char *layers;
-	char *cache_dir;
 
 	/* state */
 	int form;     /* 0: unused, 1: master keeps the namespace, 2: the whole instance enters */
@@ -85,10 +83,6 @@ static struct uwsgi_option docker_options[] = {
 	 uwsgi_opt_set_str, &ud.timeout, 0},
 	{"docker-mount-api", required_argument, 0, "auto, fd, string or legacy (see the helper)",
 	 uwsgi_opt_set_str, &ud.mount_api, 0},
-	{"docker-layers", required_argument, 0, "auto, direct or export (see the helper)",
-	 uwsgi_opt_set_str, &ud.layers, 0},
-	{"docker-cache-dir", required_argument, 0, "layer cache directory (see the helper)",
-	 uwsgi_opt_set_str, &ud.cache_dir, 0},
 	UWSGI_END_OF_OPTIONS};
 
 static void fatal(const ud_error *e)
@@ -132,8 +126,6 @@ static char **helper_argv(void)
 	if (ud.read_only)
 		ARG("--read-only");
 	OPT("--mount-api", ud.mount_api);
-	OPT("--layers", ud.layers);
-	OPT("--cache-dir", ud.cache_dir);
 	uwsgi_foreach(usl, ud.binds) OPT("--bind", usl->value);
 	uwsgi_foreach(usl, ud.ro_binds) OPT("--ro-bind", usl->value);
 	uwsgi_foreach(usl, ud.tmpfs) OPT("--tmpfs", usl->value);
