@@ -524,8 +524,9 @@ int ud_docker_open(struct ud_docker *d, const char *host, long timeout_ms, ud_er
 {
 	memset(d, 0, sizeof(*d));
 	if (!host || !*host) {
+		/* Only a unix:// DOCKER_HOST is ours to follow; a tcp:// one is for the CLI. */
 		const char *env = getenv("DOCKER_HOST");
-		host = env && *env ? env : DEFAULT_SOCKET;
+		host = env && !strncmp(env, "unix://", 7) ? env : DEFAULT_SOCKET;
 	}
 	if (strncmp(host, "unix://", 7) == 0)
 		host += 7;

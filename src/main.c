@@ -295,12 +295,15 @@ static int check_privileges(bool need_root, ud_error *e)
 	return 0;
 }
 
-static int run_command(const struct ud_image *img, char **command, ud_error *e)
+static int run_command(const struct ud_image *img, const char *hostname, char **command,
+		       ud_error *e)
 {
 	if (ud_chdir_image(img->workdir, e) < 0)
 		return -1;
-	const char *term = getenv("TERM");
-	char *term_copy = term ? strdup(term) : NULL;
+	/* The image's Env, as docker run gives it; TERM and HOSTNAME from the caller (or
+	 * --hostname) unless the image sets them, so a shell inside behaves. */
+	const char *term = getenv("TERM"), *host = hostname ? hostname : getenv("HOSTNAME");
+	char *term_copy = term ? strdup(term) : NULL, *host_copy = host ? strdup(host) : NULL;
 	clearenv();
 	bool has_path = false;
 	for (size_t i = 0; i < img->n_env; i++) {
@@ -314,7 +317,10 @@ static int run_command(const struct ud_image *img, char **command, ud_error *e)
 		putenv((char *)DEFAULT_PATH);
 	if (term_copy && !getenv("TERM"))
 		setenv("TERM", term_copy, 1);
+	if (host_copy && !getenv("HOSTNAME"))
+		setenv("HOSTNAME", host_copy, 1);
 	free(term_copy);
+	free(host_copy);
 	/* Anything inherited (an UWSGI_DOCKER_FD, a caller's stray fd) stays outside. */
 	syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
 	fflush(NULL);
@@ -386,12 +392,8 @@ static int inherited_socket(ud_error *e)
 	return (int)fd;
 }
 
-static int hand_off(const struct cli *c, const struct ud_image *img, struct ud_ns_fds *ns,
-		    ud_error *e)
+static int hand_off(int s, const struct ud_image *img, struct ud_ns_fds *ns, ud_error *e)
 {
-	ud_autoclose int s = c->send_to ? connect_to(c->send_to, e) : inherited_socket(e);
-	if (s < 0)
-		return -1;
 	struct ud_handoff h;
 	ud_handoff_init(&h);
 	h.image = img->ref;
@@ -423,6 +425,7 @@ int main(int argc, char **argv)
 	struct ud_image img = {0};
 	struct ud_plan plan = {0};
 	struct ud_ns_fds ns = {.host_mnt = -1};
+	ud_autoclose int sock = -1;
 	int status = 0;
 
 	int pr = parse_args(argc, argv, &c, &e);
@@ -467,14 +470,18 @@ int main(int argc, char **argv)
 	/* The client's socket is of no use inside, and must not be inherited by COMMAND. */
 	ud_docker_close(&d);
 
+	/* The receiver's socket is a host path: reach it before the host is out of sight. */
+	if (!c.command && !c.pin &&
+	    (sock = c.send_to ? connect_to(c.send_to, &e) : inherited_socket(&e)) < 0)
+		goto fail;
 	if (ud_rootfs_enter(&plan, &ns, &e) < 0)
 		goto fail;
 	if (c.command) {
 		ud_ns_fds_close(&ns);
-		run_command(&img, c.command, &e);
+		run_command(&img, c.o.hostname, c.command, &e);
 		goto fail;
 	}
-	if (c.pin ? pin_namespace(&ns, c.pin, &e) < 0 : hand_off(&c, &img, &ns, &e) < 0)
+	if (c.pin ? pin_namespace(&ns, c.pin, &e) < 0 : hand_off(sock, &img, &ns, &e) < 0)
 		goto fail;
 	goto done;
 

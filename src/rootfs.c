@@ -14,7 +14,6 @@
  * relative to the root's fd, and mounts go onto the resulting fd, never onto a path string. */
 #include "rootfs.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
@@ -275,56 +274,12 @@ static int overlay_legacy(const struct ud_plan *p, struct layer_set *ls, ud_erro
 	return 0;
 }
 
-/* Makes sure nobody else uses a persistent rw layer. Overlayfs only warns when an upperdir is in
- * use by another mount (unless index=on, which would tie the rw layer to one exact lower stack),
- * so we keep the owner's namespace id in DIR/owner and look for it among the live namespaces:
- * those of processes, those held open as fds, and those pinned by a bind mount. */
-static bool ns_alive(const char *id)
-{
-	char buf[128];
-	bool found = false;
-	FILE *mi = fopen("/proc/self/mountinfo", "re");
-	if (mi) {
-		char line[4096];
-		char needle[160];
-		snprintf(needle, sizeof(needle), " %s ", id);
-		while (!found && fgets(line, sizeof(line), mi))
-			if (strstr(line, needle) && strstr(line, " - nsfs "))
-				found = true;
-		fclose(mi);
-	}
-	DIR *proc = found ? NULL : opendir("/proc");
-	struct dirent *de;
-	while (proc && !found && (de = readdir(proc))) {
-		if (de->d_name[0] < '0' || de->d_name[0] > '9')
-			continue;
-		char path[300];
-		snprintf(path, sizeof(path), "/proc/%s/ns/mnt", de->d_name);
-		ssize_t n = readlink(path, buf, sizeof(buf) - 1);
-		if (n > 0 && (buf[n] = '\0', strcmp(buf, id) == 0)) {
-			found = true;
-			break;
-		}
-		snprintf(path, sizeof(path), "/proc/%s/fd", de->d_name);
-		DIR *fds = opendir(path);
-		struct dirent *fe;
-		while (fds && !found && (fe = readdir(fds))) {
-			char fpath[600];
-			snprintf(fpath, sizeof(fpath), "%s/%s", path, fe->d_name);
-			n = readlink(fpath, buf, sizeof(buf) - 1);
-			if (n > 0 && (buf[n] = '\0', strcmp(buf, id) == 0))
-				found = true;
-		}
-		if (fds)
-			closedir(fds);
-	}
-	if (proc)
-		closedir(proc);
-	return found;
-}
-
-/* Before unshare: a pin of another namespace is an nsfs mount, and mount namespace files are not
- * copied into a new namespace; also our own new namespace may reuse a dead owner's inode number. */
+/* A persistent rw layer must not serve two live namespaces at once. The kernel knows: overlayfs
+ * marks an upperdir in use for as long as its mount lives (in whatever namespace, pinned or held
+ * by an fd), but only refuses a second user when mounted with index=on, which would tie the rw
+ * layer to one exact lower stack. So we probe: an overlay with index=on over DIR/upper and a
+ * workdir on another mount. The kernel checks the upperdir first (EBUSY if in use) and then
+ * refuses the workdir (EINVAL) before it writes anything: no mount, no side effect. */
 static int rw_path_lock(const char *dir, int *lock_fd, ud_error *e)
 {
 	/* mkdir -p DIR, 0700: the rw layer holds the app's writes. */
@@ -341,24 +296,13 @@ static int rw_path_lock(const char *dir, int *lock_fd, ud_error *e)
 				break;
 		}
 	}
+	/* Serialises helpers on the same DIR from the probe to the real mount. */
 	ud_autoclose int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return ud_fail(e, UD_EXIT_MOUNT, errno, "opening --rw-path %s", dir);
-	/* Serialises helpers on the same DIR from this check to the owner record. */
 	*lock_fd = openat(dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX) < 0)
 		return ud_fail(e, UD_EXIT_MOUNT, errno, "locking %s/lock", dir);
-	char owner[128] = "";
-	ud_autoclose int of = openat(dfd, "owner", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	ssize_t n = of >= 0 ? read(of, owner, sizeof(owner) - 1) : 0;
-	if (n > 0) {
-		owner[n] = '\0';
-		owner[strcspn(owner, "\n")] = '\0';
-		if (strncmp(owner, "mnt:[", 5) == 0 && ns_alive(owner))
-			return ud_fail(e, UD_EXIT_MOUNT, EBUSY,
-				       "--rw-path %s is in use by another live namespace (%s)", dir,
-				       owner);
-	}
 	return 0;
 }
 
@@ -376,17 +320,23 @@ static int rw_path_open(const char *dir, struct layer_set *ls, ud_error *e)
 	return 0;
 }
 
-static int rw_path_record(int rw_fd, int mnt_ns_fd, ud_error *e)
+static int rw_path_probe(const char *dir, const struct layer_set *ls, ud_error *e)
 {
-	struct stat st;
-	if (fstat(mnt_ns_fd, &st) < 0)
-		return ud_fail(e, UD_EXIT_MOUNT, errno, "fstat of the new mount namespace");
-	char buf[64];
-	int len = snprintf(buf, sizeof(buf), "mnt:[%lu]\n", (unsigned long)st.st_ino);
-	ud_autoclose int of =
-		openat(rw_fd, "owner", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (of < 0 || write(of, buf, (size_t)len) != len)
-		return ud_fail(e, UD_EXIT_MOUNT, errno, "recording the owner of --rw-path");
+	ud_autoclose int fsfd = fsopen("overlay", FSOPEN_CLOEXEC);
+	if (fsfd < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "fsopen(overlay)");
+	const char *const opts[][2] = {{"lowerdir", SCRATCH "/init"},
+				       {"upperdir", ls->upper},
+				       {"workdir", SCRATCH "/work"},
+				       {"index", "on"}};
+	for (size_t i = 0; i < UD_ARRAY_SIZE(opts); i++)
+		if (fsconfig(fsfd, FSCONFIG_SET_STRING, opts[i][0], opts[i][1], 0) < 0)
+			return fs_fail(e, fsfd, errno, "probing --rw-path");
+	if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+		return ud_fail(e, UD_EXIT_MOUNT, 0, "probing --rw-path %s: unexpected success", dir);
+	if (errno == EBUSY)
+		return ud_fail(e, UD_EXIT_MOUNT, EBUSY,
+			       "--rw-path %s is in use by another live namespace", dir);
 	return 0;
 }
 
@@ -633,6 +583,8 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 			ud_fail(e, UD_EXIT_MOUNT, errno, "mkdir %s/%s", SCRATCH, scratch_dirs[i]);
 			goto out;
 		}
+	if (p->rw == UD_RW_PATH && rw_path_probe(p->rw_path, &ls, e) < 0)
+		goto out;
 	if (p->rw == UD_RW_TMPFS) {
 		snprintf(ls.upper, sizeof(ls.upper), SCRATCH "/upper");
 		snprintf(ls.work, sizeof(ls.work), SCRATCH "/work");
@@ -667,8 +619,6 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 			goto out;
 		break;
 	}
-	if (p->rw == UD_RW_PATH && rw_path_record(ls.rw_fd, ns->fds[0], e) < 0)
-		goto out;
 
 	rootfd = openat(ls.scratch_fd, "root", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0) {

@@ -1,0 +1,270 @@
+"""Shared helpers for the integration tests: running the helper, reading mount tables, host
+snapshots, docker calls. Imported by conftest.py and the test modules."""
+import collections
+import json
+import os
+import re
+import stat
+import subprocess
+
+HELPER = os.environ.get("UD_HELPER", "")
+DOCKER = "/usr/bin/docker"
+DOCKER_SOCK = "/var/run/docker.sock"
+PREFIX = "uwsgi-docker-rootfs: "
+MOUNT_APIS = ["auto", "fd", "string", "legacy"]
+STORAGE = "/var/lib/docker/overlay2"
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWNET = 0x40000000
+NS_FLAGS = {"mnt": CLONE_NEWNS, "cgroup": CLONE_NEWCGROUP, "uts": CLONE_NEWUTS,
+            "ipc": CLONE_NEWIPC, "net": CLONE_NEWNET}
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
+
+# The environment the helper runs with: deterministic, and with markers to check which caller
+# variables reach COMMAND (only TERM and HOSTNAME should).
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "TERM": "xterm-udtest",
+    "HOSTNAME": "udtest-caller",
+    "UDTEST_LEAK": "leaked-from-caller",
+    "LANG": "C",
+}
+
+
+def helper_env(**extra):
+    env = dict(BASE_ENV)
+    for k, v in extra.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
+def run(args, env=None, timeout=60, **kw):
+    """Runs the helper with args; returns the CompletedProcess (text)."""
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run([HELPER, *args], capture_output=True, text=True, timeout=timeout,
+                          env=helper_env() if env is None else env, **kw)
+
+
+def describe(p):
+    return f"exit {p.returncode}\n--- stdout ---\n{p.stdout}\n--- stderr ---\n{p.stderr}"
+
+
+def inside(image, script, *opts, env=None, expect=0):
+    """Runs `sh -c script` inside image; asserts the exit status; returns stdout."""
+    p = run([*opts, image, "--", "/bin/sh", "-c", script], env=env)
+    assert p.returncode == expect, describe(p)
+    return p.stdout
+
+
+def error_line(p, status):
+    """Asserts exit status and exactly one stderr line starting with the prefix; returns it."""
+    assert p.returncode == status, describe(p)
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1, f"expected exactly one stderr line\n{describe(p)}"
+    assert lines[0].startswith(PREFIX), describe(p)
+    assert p.stderr.endswith("\n"), describe(p)
+    return lines[0]
+
+
+def docker(*args, check=True, timeout=300, **kw):
+    p = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed: {p.stderr}")
+    return p
+
+
+def inspect(image):
+    return json.loads(docker("image", "inspect", image).stdout)[0]
+
+
+def layer_dirs(info):
+    """The image's layer stack top to bottom, as the helper should build it."""
+    data = info["GraphDriver"]["Data"]
+    layers = [data["UpperDir"]]
+    if data.get("LowerDir"):
+        layers += data["LowerDir"].split(":")
+    return layers
+
+
+# ---- mount tables ----
+
+Mount = collections.namedtuple("Mount", "mountpoint fstype source opts super_opts optional")
+
+
+def _unescape(s):
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def parse_mountinfo(text):
+    mounts = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        pre, post = line.split(" - ", 1)
+        f = pre.split(" ")
+        post_f = post.split(" ")
+        mounts.append(Mount(
+            mountpoint=_unescape(f[4]),
+            fstype=post_f[0],
+            source=_unescape(post_f[1]) if len(post_f) > 1 else "",
+            opts=frozenset(f[5].split(",")),
+            super_opts=frozenset(post_f[2].split(",")) if len(post_f) > 2 else frozenset(),
+            optional=tuple(f[6:]),
+        ))
+    return mounts
+
+
+def host_mounts():
+    with open("/proc/self/mountinfo") as f:
+        return parse_mountinfo(f.read())
+
+
+def mount_key(m):
+    # Everything but the mount ids (which the kernel reuses): point, type, source, options,
+    # propagation (optional fields: shared:N, master:N).
+    return (m.mountpoint, m.fstype, m.source, tuple(sorted(m.opts)), m.optional)
+
+
+# dockerd's own mounts (a container or build step of another session running on the same
+# daemon): a container's merged root, its shm, its network namespace. The helper never mounts
+# at such paths; everything else in the table is compared strictly.
+_DOCKER_MOUNT = re.compile(r"^(/var/lib/docker/overlay2/[0-9a-f]{64}/merged"
+                           r"|/var/lib/docker/containers/[0-9a-f]{64}/.*"
+                           r"|/run/docker/netns/[0-9a-f]+)$")
+
+
+def host_mount_table():
+    return sorted(mount_key(m) for m in host_mounts() if not _DOCKER_MOUNT.match(m.mountpoint))
+
+
+def by_mountpoint(mounts):
+    d = {}
+    for m in mounts:
+        d[m.mountpoint] = m  # the last one at a point is the visible one
+    return d
+
+
+# ---- host snapshots ----
+
+# Other sessions may work on this machine at the same time (compilers, tool runners, another
+# run of this suite, docker builds); what they create is not ours to judge. Only these exact
+# name patterns are ignored; the helper names nothing this way.
+_IGNORE = {
+    "/tmp": re.compile(
+        r"^(cc[A-Za-z0-9]{6}\.[a-z]+"                                   # gcc temporaries
+        r"|[A-Za-z0-9_.+]+-[0-9a-f]{6}(-[0-9a-f]{8})?\.[a-z]+(\.tmp)?"  # gcc 12 objects, ld
+        r"|bash_tool_[0-9a-f-]+|bash_jobs\..*|udunit.*"
+        r"|udtest-[a-z0-9_]{8})$"),                  # another session of this suite
+    STORAGE: re.compile(r"^[0-9a-f]{64}(-init)?$"),  # layers dockerd itself creates/removes
+    STORAGE + "/l": re.compile(r"^[A-Z0-9]{26}$"),   # their short-name links
+}
+
+WATCHED_DIRS = ["/", "/tmp", "/etc", STORAGE, STORAGE + "/l"]
+
+
+def listing(d, own=()):
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return None
+    ignore = _IGNORE.get(d)
+    if ignore:
+        names = [n for n in names if n in own or not ignore.match(n)]
+    return sorted(names)
+
+
+def host_snapshot(own=()):
+    """own: names this session owns, compared even where a pattern would ignore them."""
+    return {"mounts": host_mount_table(), "dirs": {d: listing(d, own) for d in WATCHED_DIRS}}
+
+
+def diff_snapshots(before, after):
+    """Human-readable differences, empty list when equal."""
+    out = []
+    b, a = collections.Counter(before["mounts"]), collections.Counter(after["mounts"])
+    for k in (a - b):
+        out.append(f"mount appeared: {k}")
+    for k in (b - a):
+        out.append(f"mount disappeared: {k}")
+    for d in WATCHED_DIRS:
+        bl, al = set(before["dirs"][d] or []), set(after["dirs"][d] or [])
+        for n in sorted(al - bl):
+            out.append(f"new entry in {d}: {n}")
+        for n in sorted(bl - al):
+            out.append(f"entry vanished from {d}: {n}")
+    return out
+
+
+def tree_snapshot(root):
+    """Every entry under root with type, mode, size, mtime, inode, rdev and xattrs: whatever a
+    write through an overlay could change in a layer directory."""
+    snap = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [""] + dirnames + filenames:
+            p = os.path.join(dirpath, name) if name else dirpath
+            if not name and dirpath != root:
+                continue
+            st = os.lstat(p)
+            try:
+                xattrs = tuple(sorted((x, os.getxattr(p, x, follow_symlinks=False))
+                                      for x in os.listxattr(p, follow_symlinks=False)))
+            except OSError:
+                xattrs = ()
+            snap[os.path.relpath(p, root)] = (stat.S_IFMT(st.st_mode), st.st_mode, st.st_size,
+                                              st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                                              st.st_rdev, xattrs)
+    return snap
+
+
+def stat_snapshot(d):
+    """Top-level entries of d with their stat (for /etc and canary dirs in the hostile tests)."""
+    def key(p):
+        st = os.lstat(p)
+        return (st.st_mode, st.st_ino, st.st_nlink, st.st_uid, st.st_gid, st.st_size,
+                st.st_mtime_ns, st.st_ctime_ns)
+    snap = {".": key(d)}
+    for n in os.listdir(d):
+        snap[n] = key(os.path.join(d, n))
+    return snap
+
+
+def layers_snapshot(info):
+    """tree_snapshot of every layer directory (diff/ and its parent's entries) of an image."""
+    snap = {}
+    for diff in layer_dirs(info):
+        snap[diff] = tree_snapshot(diff)
+        parent = os.path.dirname(diff)
+        snap[parent] = sorted(os.listdir(parent))
+    return snap
+
+
+def assert_layers_unchanged(before, after):
+    assert before.keys() == after.keys()
+    for d in before:
+        if before[d] != after[d]:
+            b, a = before[d], after[d]
+            if isinstance(b, dict):
+                changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            else:
+                changed = sorted(set(a) ^ set(b))
+            raise AssertionError(f"layer directory {d} changed: {changed[:20]}")
+
+
+def image_top_level(info):
+    """Names at the top of the image's merged root, computed on the host from the layer dirs
+    (whiteouts and opaque dirs applied)."""
+    names = set()
+    for diff in reversed(layer_dirs(info)):  # bottom to top
+        for n in os.listdir(diff):
+            st = os.lstat(os.path.join(diff, n))
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                names.discard(n)
+            else:
+                names.add(n)
+    return names
