@@ -50,7 +50,7 @@ else
 	say "apt-get update"
 	apt-get update -qq </dev/null
 	say "apt-get install"
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+	apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
 	say "installed: ${missing[*]}"
 fi
 
