@@ -16,6 +16,7 @@
 #include <uwsgi.h>
 
 #include <grp.h>
+#include <spawn.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -137,38 +138,62 @@ static char **helper_argv(void)
 	return argv;
 }
 
+/* The helper's stderr (one line on failure), without its program-name prefix and newline. */
+static void read_helper_message(int fd, char *buf, size_t len)
+{
+	ssize_t n = read(fd, buf, len - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	static const char prefix[] = HELPER_NAME ": ";
+	if (!strncmp(buf, prefix, sizeof(prefix) - 1))
+		memmove(buf, buf + sizeof(prefix) - 1, strlen(buf) - (sizeof(prefix) - 1) + 1);
+}
+
 /* Runs the helper with one end of a socketpair and receives the namespace. Bounded in time: the
- * helper's own requests time out, and we kill it if it outlives that. */
+ * helper's own requests time out, and we kill it if it outlives that. Its stderr comes back to us
+ * so that a failure makes one log line, ours. */
 static int run_helper(struct ud_handoff *h, ud_error *e)
 {
-	int sv[2];
+	const char *helper = ud.helper ? ud.helper : HELPER_NAME;
+	int sv[2], errp[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return ud_fail(e, UD_EXIT_HANDOFF, errno, "socketpair");
-	char **argv = helper_argv();
-	pid_t pid = fork();
-	if (pid < 0) {
+	if (pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0) {
 		int err = errno;
 		close(sv[0]);
 		close(sv[1]);
-		free(argv);
-		return ud_fail(e, UD_EXIT_HANDOFF, err, "fork");
+		return ud_fail(e, UD_EXIT_HANDOFF, err, "pipe");
 	}
-	if (pid == 0) {
-		/* Only stdio and the hand-off socket cross into the helper: uWSGI's listening
-		 * sockets are not CLOEXEC (they survive re-exec reloads). */
-		int fd = dup2(sv[1], 3);
-		if (fd < 0)
-			_exit(UD_EXIT_HANDOFF);
-		syscall(SYS_close_range, 4U, ~0U, 0U);
-		char num[16];
-		snprintf(num, sizeof(num), "%d", fd);
-		setenv("UWSGI_DOCKER_FD", num, 1);
-		execvp(argv[0], argv);
-		dprintf(2, LOG_PREFIX "cannot run %s: %s\n", argv[0], strerror(errno));
-		_exit(errno == ENOENT ? UD_EXIT_NOT_FOUND : UD_EXIT_CANNOT_EXEC);
-	}
+	/* Only stdio and the hand-off socket (as fd 3) cross into the helper: uWSGI's listening
+	 * sockets are not CLOEXEC (they survive re-exec reloads). */
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+	posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+	size_t n_env = 0;
+	while (environ[n_env])
+		n_env++;
+	char **envp = uwsgi_calloc(sizeof(char *) * (n_env + 2));
+	size_t j = 0;
+	for (size_t i = 0; i < n_env; i++)
+		if (strncmp(environ[i], "UWSGI_DOCKER_FD=", 16) != 0)
+			envp[j++] = environ[i];
+	envp[j] = "UWSGI_DOCKER_FD=3";
+	char **argv = helper_argv();
+	pid_t pid;
+	int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
 	free(argv);
+	free(envp);
 	close(sv[1]);
+	close(errp[1]);
+	if (err) {
+		close(sv[0]);
+		close(errp[0]);
+		return ud_fail(e, UD_EXIT_HANDOFF, err, "cannot run %s for image '%s'", helper,
+			       ud.image);
+	}
 	ud_error re = {0};
 	int r = ud_handoff_recv(sv[0], h, helper_timeout_ms(), &re);
 	close(sv[0]);
@@ -177,7 +202,9 @@ static int run_helper(struct ud_handoff *h, ud_error *e)
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
-	const char *helper = ud.helper ? ud.helper : HELPER_NAME;
+	char msg[1024];
+	read_helper_message(errp[0], msg, sizeof(msg));
+	close(errp[0]);
 	if (WIFSIGNALED(status)) {
 		ud_handoff_free(h);
 		return ud_fail(e, UD_EXIT_HANDOFF, 0, "%s was killed by signal %d%s", helper,
@@ -185,9 +212,8 @@ static int run_helper(struct ud_handoff *h, ud_error *e)
 	}
 	if (WEXITSTATUS(status) != 0) {
 		ud_handoff_free(h);
-		return ud_fail(e, UD_EXIT_HANDOFF, 0,
-			       "%s failed with exit status %d for image '%s' (its message is above)",
-			       helper, WEXITSTATUS(status), ud.image);
+		return ud_fail(e, UD_EXIT_HANDOFF, 0, "%s failed (exit status %d): %s", helper,
+			       WEXITSTATUS(status), msg[0] ? msg : "no message");
 	}
 	if (r < 0) {
 		*e = re;
