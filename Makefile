@@ -10,7 +10,7 @@ PYTHON ?= /usr/bin/python3
 VERSION := 0.1.0
 B := build
 
-PKGS := libcurl json-c mount
+PKGS := libcurl json-c mount libarchive libcrypto
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -fstack-protector-strong \
 	  -DUD_VERSION='"$(VERSION)"' $(shell $(PKG_CONFIG) --cflags $(PKGS))
@@ -22,7 +22,7 @@ LDFLAGS += -fsanitize=address,undefined
 B := build-san
 endif
 
-LIB_SRCS := src/error.c src/docker.c src/plan.c src/rootfs.c src/handoff.c
+LIB_SRCS := src/error.c src/docker.c src/plan.c src/rootfs.c src/handoff.c src/export.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 HELPER := $(B)/uwsgi-docker-rootfs
 

@@ -663,7 +663,7 @@ int ud_docker_info(struct ud_docker *d, char **driver_desc, char **root_dir, ud_
 	return r < 0 ? ud_context(e, "daemon at unix://%s", d->socket_path) : 0;
 }
 
-int ud_docker_inspect(struct ud_docker *d, const char *ref, struct ud_image *img, ud_error *e)
+int ud_docker_inspect_raw(struct ud_docker *d, const char *ref, struct ud_image *img, ud_error *e)
 {
 	memset(img, 0, sizeof(*img));
 	if (!ud_reference_valid(ref))
@@ -712,6 +712,13 @@ again:
 	free(a.body);
 	if (r < 0)
 		return ud_context(e, "image '%s' at unix://%s", ref, d->socket_path);
+	return 0;
+}
+
+int ud_docker_inspect(struct ud_docker *d, const char *ref, struct ud_image *img, ud_error *e)
+{
+	if (ud_docker_inspect_raw(d, ref, img, e) < 0)
+		return -1;
 	if (ud_validate_layers(img, e) < 0) {
 		if (e && e->status == UD_EXIT_STORAGE && (!img->driver || !is_overlay_driver(img->driver))) {
 			/* Name the storage as the daemon calls it; only on this failure path. */
@@ -726,6 +733,166 @@ again:
 			free(dir);
 		}
 		return -1;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- streaming */
+
+struct ud_stream {
+	struct ud_docker *d;
+	CURLM *multi;
+	CURL *easy;
+	char path[512];
+	char *buf; /* the chunk(s) curl gave since the last read */
+	size_t len, cap;
+	bool done, checked;
+	CURLcode result;
+	char errbody[512];
+	size_t errlen;
+};
+
+static size_t on_stream(char *data, size_t size, size_t nmemb, void *userp)
+{
+	struct ud_stream *s = userp;
+	size_t n = size * nmemb;
+	if (s->len + n > s->cap) {
+		size_t ncap = (s->len + n) * 2;
+		char *nb = realloc(s->buf, ncap);
+		if (!nb)
+			return 0;
+		s->buf = nb;
+		s->cap = ncap;
+	}
+	memcpy(s->buf + s->len, data, n);
+	s->len += n;
+	return n;
+}
+
+int ud_docker_stream_open(struct ud_docker *d, const char *path, ud_stream **out, ud_error *e)
+{
+	struct ud_stream *s = calloc(1, sizeof(*s));
+	if (!s)
+		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+	s->d = d;
+	snprintf(s->path, sizeof(s->path), "%s", path);
+	char url[1024];
+	snprintf(url, sizeof(url), "http://docker%s", path);
+	s->multi = curl_multi_init();
+	s->easy = curl_easy_init();
+	if (!s->multi || !s->easy) {
+		ud_stream_close(s);
+		return ud_fail(e, UD_EXIT_REFUSED, 0, "cannot initialise libcurl");
+	}
+	CURL *c = s->easy;
+	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, d->socket_path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, d->timeout_ms);
+	/* An export may take long; a stall may not: less than 1 byte/s for the timeout fails. */
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (d->timeout_ms + 999) / 1000);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_stream);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "uwsgi-docker-rootfs/" UD_VERSION);
+	curl_multi_add_handle(s->multi, c);
+	*out = s;
+	return 0;
+}
+
+long ud_stream_read(ud_stream *s, const void **buf, ud_error *e)
+{
+	s->len = 0;
+	while (s->len == 0 && !s->done) {
+		int running = 0;
+		CURLMcode mc = curl_multi_perform(s->multi, &running);
+		if (mc != CURLM_OK)
+			return ud_fail(e, UD_EXIT_DAEMON, 0, "export stream: %s", curl_multi_strerror(mc));
+		int left;
+		CURLMsg *m;
+		while ((m = curl_multi_info_read(s->multi, &left)))
+			if (m->msg == CURLMSG_DONE) {
+				s->done = true;
+				s->result = m->data.result;
+			}
+		if (s->len == 0 && !s->done && curl_multi_poll(s->multi, NULL, 0, 1000, NULL) != CURLM_OK)
+			return ud_fail(e, UD_EXIT_DAEMON, 0, "export stream: poll failed");
+	}
+	if (!s->checked && (s->len || s->done)) {
+		long status = 0;
+		curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+		s->checked = true;
+		if (status != 200 && !(s->done && s->result != CURLE_OK)) {
+			/* Gather the error body for the message. */
+			struct answer a = {.body = s->buf, .len = s->len};
+			char msg[256];
+			if (s->len)
+				s->buf[s->len < s->cap ? s->len : s->cap - 1] = '\0';
+			error_message(&a, msg, sizeof(msg));
+			return ud_fail(e, status == 404 ? UD_EXIT_IMAGE : UD_EXIT_DAEMON, 0,
+				       "daemon at unix://%s answered GET %s with HTTP %ld: %s",
+				       s->d->socket_path, s->path, status, msg);
+		}
+	}
+	if (s->len) {
+		*buf = s->buf;
+		return (long)s->len;
+	}
+	if (s->result != CURLE_OK)
+		return ud_fail(e, UD_EXIT_DAEMON, 0, "daemon at unix://%s: GET %s: %s",
+			       s->d->socket_path, s->path,
+			       s->result == CURLE_OPERATION_TIMEDOUT ? "stalled (timed out)"
+								     : curl_easy_strerror(s->result));
+	return 0;
+}
+
+void ud_stream_close(ud_stream *s)
+{
+	if (!s)
+		return;
+	if (s->multi && s->easy)
+		curl_multi_remove_handle(s->multi, s->easy);
+	if (s->easy)
+		curl_easy_cleanup(s->easy);
+	if (s->multi)
+		curl_multi_cleanup(s->multi);
+	free(s->buf);
+	free(s);
+}
+
+int ud_docker_list_images(struct ud_docker *d, char ***ids, size_t *n, ud_error *e)
+{
+	*ids = NULL;
+	*n = 0;
+	char path[64];
+	struct answer a;
+	snprintf(path, sizeof(path), "/v%s/images/json?all=1", d->api);
+	long st = http_get(d, path, &a, e);
+	if (st < 0)
+		return -1;
+	if (st != 200) {
+		free(a.body);
+		return ud_fail(e, UD_EXIT_DAEMON, 0, "daemon at unix://%s: GET %s: HTTP %ld",
+			       d->socket_path, path, st);
+	}
+	autojson json_object *root = parse_json(a.body, a.len, "image list", e);
+	free(a.body);
+	if (!root)
+		return -1;
+	if (!json_object_is_type(root, json_type_array))
+		return ud_fail(e, UD_EXIT_DAEMON, 0, "image list is not an array");
+	size_t len = json_object_array_length(root);
+	for (size_t i = 0; i < len; i++) {
+		json_object *id;
+		if (get_field(json_object_array_get_idx(root, i), "Id", json_type_string, true, &id,
+			      "image list", e) < 0 ||
+		    strv_push(ids, n, json_object_get_string(id), e) < 0) {
+			free_strv(*ids, *n);
+			*ids = NULL;
+			*n = 0;
+			return -1;
+		}
 	}
 	return 0;
 }

@@ -24,6 +24,7 @@ struct ud_image {
 	char **env;           /* Config.Env, "KEY=VALUE" */
 	size_t n_env;
 	char *workdir;        /* Config.WorkingDir, "" if unset */
+	bool from_cache;      /* layers are ours (export + layer cache), not the daemon's dirs */
 };
 
 void ud_image_free(struct ud_image *img);
@@ -48,6 +49,20 @@ int ud_docker_inspect(struct ud_docker *d, const char *ref, struct ud_image *img
 /* GET /info: storage driver description for messages ("overlay2", "overlayfs (containerd image
  * store, io.containerd.snapshotter.v1)") and DockerRootDir. Not on the hot path. */
 int ud_docker_info(struct ud_docker *d, char **driver_desc, char **root_dir, ud_error *e);
+
+/* Splits inspect from validation for --layers auto: inspect without validating the layer dirs. */
+int ud_docker_inspect_raw(struct ud_docker *d, const char *ref, struct ud_image *img, ud_error *e);
+
+/* A streamed GET (image export): read chunk by chunk as the daemon sends it, never held whole.
+ * A daemon that stalls for timeout_ms fails the read. */
+typedef struct ud_stream ud_stream;
+int ud_docker_stream_open(struct ud_docker *d, const char *path, ud_stream **s, ud_error *e);
+/* Points *buf at the next chunk; returns its size, 0 at the end, -1 on error. */
+long ud_stream_read(ud_stream *s, const void **buf, ud_error *e);
+void ud_stream_close(ud_stream *s);
+
+/* GET /images/json: the ids of every image the daemon has (caller frees). */
+int ud_docker_list_images(struct ud_docker *d, char ***ids, size_t *n, ud_error *e);
 
 /* ---- pure parts, unit-tested ---- */
 

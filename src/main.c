@@ -17,6 +17,7 @@
 
 #include "docker.h"
 #include "error.h"
+#include "export.h"
 #include "handoff.h"
 #include "plan.h"
 #include "rootfs.h"
@@ -42,6 +43,9 @@ static const char usage_text[] =
 	"      --rw-path DIR        Keep a persistent rw layer in DIR/upper and DIR/work\n"
 	"      --read-only          Mount no rw layer: the root is read-only\n"
 	"      --mount-api MODE     How to mount the overlay: auto, fd, string or legacy\n"
+	"      --layers MODE        Where the layers come from: auto, direct or export\n"
+	"      --cache-dir DIR      The layer cache for exported images\n"
+	"      --cache-prune        Remove cached layers no image and no live namespace uses\n"
 	"      --no-proc            Do not mount /proc\n"
 	"      --no-dev             Do not mount /dev\n"
 	"      --no-sys             Do not mount /sys\n"
@@ -74,6 +78,9 @@ enum {
 	OPT_PIN,
 	OPT_SEND_TO,
 	OPT_PRINT,
+	OPT_LAYERS,
+	OPT_CACHE_DIR,
+	OPT_CACHE_PRUNE,
 };
 
 struct cli {
@@ -81,6 +88,9 @@ struct cli {
 	const char *pin;
 	const char *send_to;
 	bool print;
+	bool prune;
+	enum ud_layers_mode layers;
+	const char *cache_dir;
 	char **command;
 };
 
@@ -147,12 +157,16 @@ static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
 		{"pin", required_argument, NULL, OPT_PIN},
 		{"send-to", required_argument, NULL, OPT_SEND_TO},
 		{"print", no_argument, NULL, OPT_PRINT},
+		{"layers", required_argument, NULL, OPT_LAYERS},
+		{"cache-dir", required_argument, NULL, OPT_CACHE_DIR},
+		{"cache-prune", no_argument, NULL, OPT_CACHE_PRUNE},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	memset(c, 0, sizeof(*c));
 	c->o.timeout_ms = 10000;
+	c->cache_dir = UD_DEFAULT_CACHE;
 	bool rw_path = false, read_only = false;
 	opterr = 0;
 	int ch;
@@ -235,6 +249,28 @@ static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
 		case OPT_PRINT:
 			c->print = true;
 			break;
+		case OPT_LAYERS:
+			if (!strcmp(optarg, "auto"))
+				c->layers = UD_LAYERS_AUTO;
+			else if (!strcmp(optarg, "direct"))
+				c->layers = UD_LAYERS_DIRECT;
+			else if (!strcmp(optarg, "export"))
+				c->layers = UD_LAYERS_EXPORT;
+			else
+				return ud_fail(e, UD_EXIT_USAGE, 0,
+					       "--layers '%s': expected auto, direct or export", optarg);
+			break;
+		case OPT_CACHE_DIR:
+			if (optarg[0] != '/' || strpbrk(optarg, ",:\\"))
+				return ud_fail(e, UD_EXIT_USAGE, 0,
+					       "--cache-dir '%s': expected an absolute path without ',' "
+					       "':' or '\\'",
+					       optarg);
+			c->cache_dir = optarg;
+			break;
+		case OPT_CACHE_PRUNE:
+			c->prune = true;
+			break;
 		case 'h':
 			fputs(usage_text, stdout);
 			return 1;
@@ -251,6 +287,11 @@ static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
 	}
 	if (rw_path && read_only)
 		return ud_fail(e, UD_EXIT_USAGE, 0, "--rw-path and --read-only exclude each other");
+	if (c->prune) {
+		if (optind < argc)
+			return ud_fail(e, UD_EXIT_USAGE, 0, "--cache-prune takes no IMAGE");
+		return 0;
+	}
 	if (optind >= argc)
 		return ud_fail(e, UD_EXIT_USAGE, 0, "no IMAGE given (see --help)");
 	c->o.image = argv[optind++];
@@ -408,6 +449,42 @@ static int hand_off(int s, const struct ud_image *img, struct ud_ns_fds *ns, ud_
 	return ud_handoff_send(s, &h, e);
 }
 
+/* Off the hot path (/info is slow), so only for --print: the layers must lie in DockerRootDir. */
+static int check_docker_root(struct ud_docker *d, const struct ud_image *img, ud_error *e)
+{
+	char *desc = NULL, *root = NULL;
+	if (ud_docker_info(d, &desc, &root, e) < 0)
+		return -1;
+	size_t rl = strlen(root);
+	bool under = rl > 0 && !strncmp(img->storage_root, root, rl) && img->storage_root[rl] == '/';
+	free(desc);
+	if (!under)
+		ud_fail(e, UD_EXIT_STORAGE, 0,
+			"image '%s': layers in %s, outside the daemon's root directory %s", img->ref,
+			img->storage_root, root);
+	free(root);
+	return under ? 0 : -1;
+}
+
+/* Where the layers come from: the daemon's own overlay directories, or the layer cache. */
+static int resolve_layers(const struct cli *c, struct ud_docker *d, struct ud_image *img,
+			  int *cache_lock, ud_error *e)
+{
+	if (c->layers == UD_LAYERS_DIRECT)
+		return ud_docker_inspect(d, c->o.image, img, e);
+	if (ud_docker_inspect_raw(d, c->o.image, img, e) < 0)
+		return -1;
+	if (c->layers == UD_LAYERS_AUTO) {
+		/* Usable: a supported driver, clean paths, and present on this machine. */
+		ud_error ve = {0};
+		struct stat st;
+		if (ud_validate_layers(img, &ve) == 0 && stat(img->layers[0], &st) == 0 &&
+		    S_ISDIR(st.st_mode))
+			return 0;
+	}
+	return ud_cache_prepare(d, img, c->cache_dir, c->print, cache_lock, e);
+}
+
 static void free_cli(struct cli *c)
 {
 	for (size_t i = 0; i < c->o.n_binds; i++) {
@@ -425,7 +502,7 @@ int main(int argc, char **argv)
 	struct ud_image img = {0};
 	struct ud_plan plan = {0};
 	struct ud_ns_fds ns = {.host_mnt = -1};
-	ud_autoclose int sock = -1;
+	ud_autoclose int sock = -1, cache_lock = -1, users_dir = -1;
 	int status = 0;
 
 	int pr = parse_args(argc, argv, &c, &e);
@@ -436,28 +513,21 @@ int main(int argc, char **argv)
 	if (check_privileges(!c.print, &e) < 0)
 		goto fail;
 	if (ud_docker_open(&d, c.o.docker_host, c.o.timeout_ms, &e) < 0 ||
-	    ud_docker_negotiate(&d, &e) < 0 || ud_docker_inspect(&d, c.o.image, &img, &e) < 0)
+	    ud_docker_negotiate(&d, &e) < 0)
+		goto fail;
+	if (c.prune) {
+		if (ud_cache_prune(&d, c.cache_dir, stdout, &e) < 0)
+			goto fail;
+		goto done;
+	}
+	if (resolve_layers(&c, &d, &img, &cache_lock, &e) < 0)
 		goto fail;
 	if (ud_plan_build(&c.o, &img, &plan, &e) < 0)
 		goto fail;
 
 	if (c.print) {
-		/* Off the hot path, so only here: check the layers against DockerRootDir. */
-		char *desc = NULL, *root = NULL;
-		if (ud_docker_info(&d, &desc, &root, &e) < 0)
+		if (!img.from_cache && check_docker_root(&d, &img, &e) < 0)
 			goto fail;
-		size_t rl = strlen(root);
-		bool under = rl > 0 && !strncmp(img.storage_root, root, rl) &&
-			     img.storage_root[rl] == '/';
-		free(desc);
-		if (!under) {
-			ud_fail(&e, UD_EXIT_STORAGE, 0,
-				"image '%s': layers in %s, outside the daemon's root directory %s",
-				img.ref, img.storage_root, root);
-			free(root);
-			goto fail;
-		}
-		free(root);
 		char *json = ud_plan_json(&plan);
 		if (!json) {
 			ud_fail(&e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
@@ -470,12 +540,22 @@ int main(int argc, char **argv)
 	/* The client's socket is of no use inside, and must not be inherited by COMMAND. */
 	ud_docker_close(&d);
 
-	/* The receiver's socket is a host path: reach it before the host is out of sight. */
+	/* The receiver's socket and the cache's use records are host paths: reach them before the
+	 * host is out of sight. */
 	if (!c.command && !c.pin &&
 	    (sock = c.send_to ? connect_to(c.send_to, &e) : inherited_socket(&e)) < 0)
 		goto fail;
+	if (img.from_cache && (users_dir = ud_cache_users_dir(c.cache_dir, &e)) < 0)
+		goto fail;
 	if (ud_rootfs_enter(&plan, &ns, &e) < 0)
 		goto fail;
+	if (img.from_cache) {
+		if (ud_cache_record_use(users_dir, &img, ns.fds[0], &e) < 0)
+			goto fail;
+		/* Recorded: a prune may run now and will see the layers in use. */
+		ud_closep(&cache_lock);
+		ud_closep(&users_dir);
+	}
 	if (c.command) {
 		ud_ns_fds_close(&ns);
 		run_command(&img, c.o.hostname, c.command, &e);

@@ -154,6 +154,7 @@ static int resolve_in_root(int rootfd, const char *path, bool create, bool dir, 
 /* ---------------------------------------------------------------- the overlay root */
 
 struct layer_set {
+	int *layer_fds;      /* each image layer, opened before the scratch tmpfs may hide it */
 	int storage_fd;      /* img->storage_root */
 	int scratch_fd;      /* /tmp scratch tmpfs */
 	int rw_fd;           /* --rw-path DIR, or -1 */
@@ -173,20 +174,22 @@ static int overlay_fd_or_string(const struct ud_plan *p, struct layer_set *ls, b
 		const char *path = i == 0 ? SCRATCH "/init" : img->layers[i - 1];
 		int r;
 		if (by_fd) {
-			ud_autoclose int lfd =
-				i == 0 ? openat(ls->scratch_fd, "init",
-						O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
-				       : open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+			ud_autoclose int init = -1;
+			if (i == 0)
+				init = openat(ls->scratch_fd, "init",
+					      O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+			int lfd = i == 0 ? init : ls->layer_fds[i - 1];
 			if (lfd < 0)
-				return ud_fail(e, UD_EXIT_STORAGE, errno, "opening layer %s", path);
+				return ud_fail(e, UD_EXIT_MOUNT, errno, "opening %s", path);
 			r = fsconfig(fsfd, FSCONFIG_SET_FD, "lowerdir+", NULL, lfd);
 		} else {
-			/* The kernel's message for a missing layer is vague; say which one. */
-			struct stat st;
-			if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
-				return ud_fail(e, UD_EXIT_STORAGE, errno ? errno : ENOTDIR,
-					       "layer %s is not a directory", path);
-			r = fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", path, 0);
+			/* By path; one under /tmp is hidden by the scratch tmpfs by now, so reach it
+			 * through its fd (the plain path reads better in mountinfo). */
+			char fdpath[64];
+			bool hidden = i > 0 && !strncmp(path, SCRATCH "/", sizeof(SCRATCH));
+			if (hidden)
+				snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", ls->layer_fds[i - 1]);
+			r = fsconfig(fsfd, FSCONFIG_SET_STRING, "lowerdir+", hidden ? fdpath : path, 0);
 		}
 		if (r < 0) {
 			int err = errno;
@@ -224,22 +227,30 @@ static int overlay_legacy(const struct ud_plan *p, struct layer_set *ls, ud_erro
 		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
 	len = (size_t)snprintf(data, cap, "lowerdir=%s", SCRATCH "/init");
 	for (size_t i = 0; i < img->n_layers; i++) {
-		/* <storage>/<id>/diff → <id>/link holds the short name */
 		const char *l = img->layers[i];
-		size_t rootlen = strlen(img->storage_root) + 1;
-		char linkfile[1100], link[64];
-		snprintf(linkfile, sizeof(linkfile), "%.*s/link", (int)(strlen(l) - rootlen - 5),
-			 l + rootlen);
-		ud_autoclose int lf = openat(ls->storage_fd, linkfile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		ssize_t n = lf >= 0 ? read(lf, link, sizeof(link) - 1) : -1;
-		if (n <= 0)
-			return ud_fail(e, UD_EXIT_STORAGE, n < 0 ? errno : 0,
-				       "reading the short name of layer %s (%s/%s)", l,
-				       img->storage_root, linkfile);
-		link[n] = '\0';
-		link[strcspn(link, "\n")] = '\0';
+		char link[64];
+		if (img->from_cache) {
+			/* <cache>/sha256/<hex> → <cache>/l/<first 20 hex> */
+			snprintf(link, sizeof(link), "%.20s", strrchr(l, '/') + 1);
+		} else {
+			/* <storage>/<id>/diff → <id>/link holds the short name */
+			size_t rootlen = strlen(img->storage_root) + 1;
+			char linkfile[1100];
+			snprintf(linkfile, sizeof(linkfile), "%.*s/link",
+				 (int)(strlen(l) - rootlen - 5), l + rootlen);
+			ud_autoclose int lf =
+				openat(ls->storage_fd, linkfile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			ssize_t n = lf >= 0 ? read(lf, link, sizeof(link) - 1) : -1;
+			if (n <= 0)
+				return ud_fail(e, UD_EXIT_STORAGE, n < 0 ? errno : 0,
+					       "reading the short name of layer %s (%s/%s)", l,
+					       img->storage_root, linkfile);
+			link[n] = '\0';
+			link[strcspn(link, "\n")] = '\0';
+		}
 		/* The short name goes into the mount options: it must be a plain name. */
-		if (!*link || strspn(link, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != strlen(link))
+		if (!*link ||
+		    strspn(link, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123456789") != strlen(link))
 			return ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s has a bad short name '%s'", l,
 				       link);
 		char lpath[80];
@@ -542,6 +553,22 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 		ud_fail(e, UD_EXIT_STORAGE, errno, "opening storage %s", img->storage_root);
 		goto out;
 	}
+	if (p->mount_api != UD_API_LEGACY) {
+		ls.layer_fds = malloc(sizeof(int) * (img->n_layers + 1));
+		if (!ls.layer_fds) {
+			ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < img->n_layers; i++)
+			ls.layer_fds[i] = -1;
+		for (size_t i = 0; i < img->n_layers; i++) {
+			ls.layer_fds[i] = open(img->layers[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (ls.layer_fds[i] < 0) {
+				ud_fail(e, UD_EXIT_STORAGE, errno, "opening layer %s", img->layers[i]);
+				goto out;
+			}
+		}
+	}
 	srcs = calloc(p->n_ops + 1, sizeof(int));
 	if (!srcs) {
 		ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
@@ -676,6 +703,12 @@ out:
 		for (size_t i = 0; i < p->n_ops; i++)
 			if (srcs[i] >= 0)
 				close(srcs[i]);
+	if (ls.layer_fds) {
+		for (size_t i = 0; i < img->n_layers; i++)
+			if (ls.layer_fds[i] >= 0)
+				close(ls.layer_fds[i]);
+		free(ls.layer_fds);
+	}
 	ud_closep(&ls.storage_fd);
 	ud_closep(&ls.scratch_fd);
 	ud_closep(&ls.rw_fd);

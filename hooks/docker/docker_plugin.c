@@ -45,6 +45,8 @@ static struct {
 	int allow_root;
 	char *timeout;
 	char *mount_api;
+	char *layers;
+	char *cache_dir;
 
 	/* state */
 	int form;     /* 0: unused, 1: master keeps the namespace, 2: the whole instance enters */
@@ -84,6 +86,10 @@ static struct uwsgi_option docker_options[] = {
 	 uwsgi_opt_set_str, &ud.timeout, 0},
 	{"docker-mount-api", required_argument, 0, "auto, fd, string or legacy (see the helper)",
 	 uwsgi_opt_set_str, &ud.mount_api, 0},
+	{"docker-layers", required_argument, 0, "where the layers come from: auto, direct or export",
+	 uwsgi_opt_set_str, &ud.layers, 0},
+	{"docker-cache-dir", required_argument, 0, "the layer cache for exported images",
+	 uwsgi_opt_set_str, &ud.cache_dir, 0},
 	UWSGI_END_OF_OPTIONS};
 
 static void fatal(const ud_error *e)
@@ -127,6 +133,8 @@ static char **helper_argv(void)
 	if (ud.read_only)
 		ARG("--read-only");
 	OPT("--mount-api", ud.mount_api);
+	OPT("--layers", ud.layers);
+	OPT("--cache-dir", ud.cache_dir);
 	uwsgi_foreach(usl, ud.binds) OPT("--bind", usl->value);
 	uwsgi_foreach(usl, ud.ro_binds) OPT("--ro-bind", usl->value);
 	uwsgi_foreach(usl, ud.tmpfs) OPT("--tmpfs", usl->value);
