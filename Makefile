@@ -33,7 +33,7 @@ UWSGI ?= uwsgi
 PLUGIN := $(B)/docker_plugin.so
 PLUGIN_DIR ?= $(shell $(UWSGI) --cflags 2>/dev/null | sed -n 's/.*-DUWSGI_PLUGIN_DIR=."\([^"\\]*\).*/\1/p')
 
-.PHONY: all install deps check check-unit check-integration demo bench clean format
+.PHONY: all install deps check check-clang check-unit check-integration demo bench clean format
 all: $(HELPER) $(PLUGIN)
 
 # The plugin is compiled directly against the running uWSGI's own header and flags
@@ -68,7 +68,17 @@ deps:
 	bash scripts/deps.sh
 
 check: deps
-	$(MAKE) check-unit check-integration
+	$(MAKE) check-clang check-unit check-integration
+
+# Warnings-clean under clang too (gcc builds everything above).
+check-clang: $(B)/uwsgi.h
+	@for f in src/*.c tests/unit/*.c; do \
+		clang -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -DUD_VERSION='"x"' \
+			-DFIXTURES='"x"' -Isrc $(shell $(PKG_CONFIG) --cflags $(PKGS)) -fsyntax-only $$f || exit 1; \
+	done
+	clang $$($(UWSGI) --cflags) -D_GNU_SOURCE -Werror -I$(B) -Isrc -fsyntax-only hooks/docker/docker_plugin.c
+	@echo "clang: warnings-clean"
+
 
 check-unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc

@@ -27,7 +27,7 @@ static void test_whiteouts(void **state)
 	(void)state;
 	size_t off = 0;
 	assert_int_equal(ud_whiteout_kind("etc/.wh.passwd", &off), 1);
-	assert_string_equal("etc/.wh.passwd" + off, "passwd");
+	assert_string_equal(&"etc/.wh.passwd"[off], "passwd");
 	assert_int_equal(ud_whiteout_kind(".wh.top", &off), 1);
 	assert_int_equal(off, 4);
 	assert_int_equal(ud_whiteout_kind("var/cache/.wh..wh..opq", NULL), 2);
