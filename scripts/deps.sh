@@ -1,7 +1,8 @@
 #!/bin/bash
-# Installs the Debian 12 packages that uwsgi-docker-rootfs needs to build, test, demo and bench, and
-# starts dockerd if none answers. Idempotent and quick when there is nothing to do: packages are
-# checked with dpkg-query first, and apt-get (update included) runs only for missing ones.
+# Installs the Debian 12 packages that uwsgi-docker-rootfs and the uWSGI docker plugin need to build,
+# test, demo and bench, and starts dockerd if none answers. Idempotent and quick when there is nothing
+# to do: packages are checked with dpkg-query first, and apt-get (update included) runs only for
+# missing ones.
 # Must run as root. Prints one line per action.
 set -euo pipefail
 
@@ -19,6 +20,10 @@ PACKAGES=(
 	uwsgi-core uwsgi-plugin-python3
 	# headers for building the uWSGI docker plugin (uwsgi --build-plugin)
 	python3-dev libcap-dev libpcre3-dev libssl-dev libxml2-dev libjansson-dev zlib1g-dev uuid-dev
+	# image tarballs (libarchive), Podman's Docker-compatible API for the Podman tests
+	libarchive-dev podman
+	# make bench: HTTP load generator for the uWSGI requests-per-second figures
+	wrk
 )
 
 DOCKER_SOCK=/var/run/docker.sock

@@ -478,8 +478,9 @@ static int resolve_layers(const struct cli *c, struct ud_docker *d, struct ud_im
 		/* Usable: a supported driver, clean paths, and present on this machine. */
 		ud_error ve = {0};
 		struct stat st;
-		if (ud_validate_layers(img, &ve) == 0 && stat(img->layers[0], &st) == 0 &&
-		    S_ISDIR(st.st_mode))
+		/* EACCES: there, but not for us (--print as a user): still the daemon's dirs. */
+		if (ud_validate_layers(img, &ve) == 0 &&
+		    (stat(img->layers[0], &st) == 0 ? S_ISDIR(st.st_mode) : errno == EACCES))
 			return 0;
 	}
 	return ud_cache_prepare(d, img, c->cache_dir, c->print, cache_lock, e);
@@ -510,8 +511,12 @@ int main(int argc, char **argv)
 		free_cli(&c);
 		return pr > 0 ? 0 : die(&e);
 	}
-	if (check_privileges(!c.print, &e) < 0)
-		goto fail;
+	if (check_privileges(!c.print, &e) < 0) {
+		/* Installed setuid/setgid: leave at once, without atexit handlers or library
+		 * destructors running with borrowed privileges. */
+		int st = die(&e);
+		_exit(st);
+	}
 	if (ud_docker_open(&d, c.o.docker_host, c.o.timeout_ms, &e) < 0 ||
 	    ud_docker_negotiate(&d, &e) < 0)
 		goto fail;
