@@ -104,8 +104,10 @@ static int helper_timeout_ms(void)
 	double t = ud.timeout ? atof(ud.timeout) : 10.0;
 	if (!(t > 0))
 		t = 10.0;
-	/* resolve takes up to three requests, and the layers may need exporting */
-	return (int)(t * 1000) * 3 + 30000;
+	/* A safety net only: the helper bounds each request and any stall of an export by this
+	 * timeout itself. Resolving takes up to three requests; exporting a large image may take
+	 * minutes of steady progress. */
+	return (int)(t * 1000) * 3 + (ud.layers && !strcmp(ud.layers, "direct") ? 30000 : 600000);
 }
 
 /* argv for the helper (form 1 and docker-image without master). */
