@@ -352,12 +352,41 @@ class Uwsgi:
             time.sleep(0.02)
         self.fail("workers did not load the app within %d s" % READY_TIMEOUT)
 
+    def wait_workers_idle(self):
+        """A worker that gets SIGINT in its first milliseconds after fork, before it installs its
+        own handler, ignores it (Python's handler, inherited from the master, only sets a flag),
+        and the master then waits for it for good. Wait (bounded) until every worker sleeps in its
+        event loop; with lazy-apps (form 1), also until every worker has loaded the app."""
+        try:
+            self.wait_apps_loaded()
+        except RunFailed:
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            states = []
+            for p in os.listdir("/proc"):
+                if not p.isdigit():
+                    continue
+                try:
+                    with open("/proc/%s/stat" % p) as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    if ppid != self.proc.pid:
+                        continue
+                    with open("/proc/%s/wchan" % p) as f:
+                        states.append(f.read())
+                except (OSError, ValueError):
+                    continue
+            if len(states) >= 2 and all(w in ("do_epoll_wait", "ep_poll") for w in states):
+                return
+            time.sleep(0.005)
+
     def stop(self):
         """SIGINT to the master, bounded wait; SIGKILL (by pid) to whatever of it is left."""
         if self.proc is None:
             return
         ok = True
         if self.proc.poll() is None:
+            self.wait_workers_idle()
             os.kill(self.proc.pid, signal.SIGINT)
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT)
@@ -413,7 +442,6 @@ try:
         for key, image in (("image", LATEST), ("plain", None)):
             u = new(image).start()
             dt = u.first_answer()
-            u.wait_apps_loaded()
             u.stop()
             if i:
                 starts[key].append(dt)
@@ -500,7 +528,6 @@ try:
         stop.set()
         for t in threads:
             t.join(timeout=30)
-    u.wait_apps_loaded()
     u.stop()
     tag(repo + ":v1", LATEST)
 

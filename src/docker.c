@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util.h"
 
@@ -748,6 +749,7 @@ struct ud_stream {
 	size_t len, cap;
 	bool done, checked;
 	CURLcode result;
+	struct timespec last; /* when data last arrived */
 	char errbody[512];
 	size_t errlen;
 };
@@ -797,6 +799,7 @@ int ud_docker_stream_open(struct ud_docker *d, const char *path, ud_stream **out
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "uwsgi-docker-rootfs/" UD_VERSION);
 	curl_multi_add_handle(s->multi, c);
+	clock_gettime(CLOCK_MONOTONIC, &s->last);
 	*out = s;
 	return 0;
 }
@@ -816,7 +819,22 @@ long ud_stream_read(ud_stream *s, const void **buf, ud_error *e)
 				s->done = true;
 				s->result = m->data.result;
 			}
-		if (s->len == 0 && !s->done && curl_multi_poll(s->multi, NULL, 0, 1000, NULL) != CURLM_OK)
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (s->len) {
+			s->last = now;
+			break;
+		}
+		/* curl's own low-speed check averages over seconds; a stall ends at the timeout. */
+		long idle = (now.tv_sec - s->last.tv_sec) * 1000 +
+			    (now.tv_nsec - s->last.tv_nsec) / 1000000;
+		if (!s->done && idle >= s->d->timeout_ms)
+			return ud_fail(e, UD_EXIT_DAEMON, 0,
+				       "daemon at unix://%s: GET %s stalled for %ld ms",
+				       s->d->socket_path, s->path, s->d->timeout_ms);
+		long wait = s->d->timeout_ms - idle;
+		if (!s->done &&
+		    curl_multi_poll(s->multi, NULL, 0, (int)(wait < 1000 ? wait : 1000), NULL) != CURLM_OK)
 			return ud_fail(e, UD_EXIT_DAEMON, 0, "export stream: poll failed");
 	}
 	if (!s->checked && (s->len || s->done)) {

@@ -416,19 +416,25 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 				    archive_error_string(in));
 			break;
 		}
-		const char *raw = archive_entry_pathname(ent);
-		const char *name = raw ? strip_dot_slash(raw) : NULL;
+		/* Copies: setting the entry's names below would overwrite the strings that
+		 * archive_entry_pathname() and _hardlink() point into. */
+		char raw[4096], name_buf[4096], link_buf[4096];
+		const char *rp = archive_entry_pathname(ent);
+		snprintf(raw, sizeof(raw), "%s", rp ? rp : "");
+		snprintf(name_buf, sizeof(name_buf), "%s", strip_dot_slash(raw));
+		const char *name = rp ? name_buf : NULL;
 		if (name && (!*name || !strcmp(name, ".") || !strcmp(name, "./")))
 			continue; /* the layer root itself */
 		if (!ud_member_name_safe(name)) {
 			r = ud_fail(e, UD_EXIT_STORAGE, 0,
 				    "layer %s: hostile member '%s' (absolute or '..')", layer,
-				    raw ? raw : "");
+				    raw);
 			break;
 		}
 		const char *link = archive_entry_hardlink(ent);
 		if (link) {
-			const char *ln = strip_dot_slash(link);
+			snprintf(link_buf, sizeof(link_buf), "%s", strip_dot_slash(link));
+			const char *ln = link_buf;
 			/* The target must already be in this layer, reached without symlinks. */
 			int t = ud_member_name_safe(ln)
 					? sys_openat2(rootfd, ln, O_PATH | O_NOFOLLOW | O_CLOEXEC,
@@ -437,7 +443,7 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 			if (t < 0) {
 				r = ud_fail(e, UD_EXIT_STORAGE, 0,
 					    "layer %s: hostile hard link '%s' -> '%s' (outside the layer)",
-					    layer, raw, link);
+					    layer, raw, ln);
 				break;
 			}
 			close(t);
@@ -501,11 +507,12 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 			break;
 		}
 	}
+	/* Whiteouts before the close: it sets the directories' times last, as the tar says. */
+	if (r == 0)
+		r = apply_whiteouts(rootfd, wo, n_wo, e);
 	if (archive_write_close(out) < ARCHIVE_WARN && r == 0)
 		r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: %s", layer, archive_error_string(out));
 	archive_write_free(out);
-	if (r == 0)
-		r = apply_whiteouts(rootfd, wo, n_wo, e);
 	free_whiteouts(wo, n_wo);
 	return r;
 }
@@ -615,14 +622,14 @@ out:
 
 struct outer_src {
 	ud_stream *s;
-	ud_error *e;
+	ud_error se; /* the stream's own error: it wins over what libarchive makes of it */
 	bool failed;
 };
 
 static la_ssize_t outer_read(struct archive *a, void *client, const void **buf)
 {
 	struct outer_src *o = client;
-	long n = ud_stream_read(o->s, buf, o->e);
+	long n = ud_stream_read(o->s, buf, &o->se);
 	if (n < 0) {
 		o->failed = true;
 		archive_set_error(a, EIO, "export stream failed");
@@ -685,7 +692,7 @@ static int export_layers(struct ud_docker *d, const struct ud_image *img, struct
 	ud_stream *s = NULL;
 	if (ud_docker_stream_open(d, path, &s, e) < 0)
 		return -1;
-	struct outer_src src = {.s = s, .e = e};
+	struct outer_src src = {.s = s};
 	struct archive *outer = archive_read_new();
 	archive_read_support_format_tar(outer);
 	int r = -1;
@@ -776,6 +783,8 @@ static int export_layers(struct ud_docker *d, const struct ud_image *img, struct
 	}
 	r = 0;
 out:
+	if (r < 0 && src.failed && e)
+		*e = src.se;
 	archive_read_free(outer);
 	ud_stream_close(s);
 	return r;
@@ -803,22 +812,34 @@ int ud_cache_prepare(struct ud_docker *d, struct ud_image *img, const char *cach
 	char **layers = calloc(img->n_diff_ids + 1, sizeof(char *));
 	if (!layers)
 		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+	/* A diffID may repeat (empty layers often do); overlayfs refuses a directory twice in one
+	 * stack, and the topmost occurrence alone gives the same tree. */
+	size_t n = 0;
 	for (size_t i = 0; i < img->n_diff_ids; i++) {
 		char p[1200];
 		const char *diff = img->diff_ids[img->n_diff_ids - 1 - i];
-		if (ud_cache_layer_path(cache, diff, p, sizeof(p)) < 0 || !(layers[i] = strdup(p))) {
-			for (size_t j = 0; j < i; j++)
+		if (ud_cache_layer_path(cache, diff, p, sizeof(p)) < 0) {
+			for (size_t j = 0; j < n; j++)
 				free(layers[j]);
 			free(layers);
 			return ud_fail(e, UD_EXIT_STORAGE, 0, "image '%s': bad diffID '%s'", img->ref,
 				       diff);
+		}
+		bool dup = false;
+		for (size_t j = 0; j < n && !dup; j++)
+			dup = !strcmp(layers[j], p);
+		if (!dup && !(layers[n++] = strdup(p))) {
+			for (size_t j = 0; j + 1 < n; j++)
+				free(layers[j]);
+			free(layers);
+			return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
 		}
 	}
 	for (size_t i = 0; i < img->n_layers; i++)
 		free(img->layers[i]);
 	free(img->layers);
 	img->layers = layers;
-	img->n_layers = img->n_diff_ids;
+	img->n_layers = n;
 	free(img->storage_root);
 	free(img->driver);
 	img->storage_root = strdup(cache);
