@@ -22,6 +22,7 @@
 #include <archive_entry.h>
 #include <ctype.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -99,6 +100,64 @@ int ud_whiteout_kind(const char *name, size_t *target_off)
 			*target_off = (size_t)(base - name) + 4;
 		return 1;
 	}
+	return 0;
+}
+
+/* libarchive is loaded only when an image is exported: linking it costs every start about 3 ms
+ * (a dozen more shared libraries), and most starts use the daemon's own layer directories. */
+#define LA_FUNCS(X)                                                                                \
+	X(archive_entry_filetype) \
+	X(archive_entry_hardlink) \
+	X(archive_entry_pathname) \
+	X(archive_entry_set_hardlink) \
+	X(archive_entry_set_pathname) \
+	X(archive_entry_size) \
+	X(archive_entry_xattr_add_entry) \
+	X(archive_entry_xattr_clear) \
+	X(archive_entry_xattr_next) \
+	X(archive_entry_xattr_reset) \
+	X(archive_errno) \
+	X(archive_error_string) \
+	X(archive_read_data) \
+	X(archive_read_data_block) \
+	X(archive_read_free) \
+	X(archive_read_new) \
+	X(archive_read_next_header) \
+	X(archive_read_open) \
+	X(archive_read_support_filter_all) \
+	X(archive_read_support_format_raw) \
+	X(archive_read_support_format_tar) \
+	X(archive_set_error) \
+	X(archive_write_close) \
+	X(archive_write_data_block) \
+	X(archive_write_disk_new) \
+	X(archive_write_disk_set_options) \
+	X(archive_write_finish_entry) \
+	X(archive_write_free) \
+	X(archive_write_header)
+
+static struct {
+#define LA_FIELD(f) __typeof__(&f) f;
+	LA_FUNCS(LA_FIELD)
+#undef LA_FIELD
+} la;
+
+static int la_load(ud_error *e)
+{
+	static void *handle;
+	if (handle)
+		return 0;
+	void *h = dlopen("libarchive.so.13", RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		return ud_fail(e, UD_EXIT_STORAGE, 0, "cannot load libarchive: %s", dlerror());
+#define LA_SYM(f)                                                                                  \
+	if (!(*(void **)&la.f = dlsym(h, #f))) {                                                   \
+		dlclose(h);                                                                        \
+		return ud_fail(e, UD_EXIT_STORAGE, 0, "libarchive lacks %s", #f);                  \
+	}
+	LA_FUNCS(LA_SYM)
+#undef LA_SYM
+	handle = h;
 	return 0;
 }
 
@@ -258,9 +317,9 @@ static la_ssize_t pull_read(struct archive *a, void *client, const void **buf)
 {
 	(void)a;
 	struct pull *p = client;
-	la_ssize_t n = archive_read_data(p->from, p->buf, sizeof(p->buf));
+	la_ssize_t n = la.archive_read_data(p->from, p->buf, sizeof(p->buf));
 	if (n < 0) {
-		archive_set_error(a, EIO, "%s", archive_error_string(p->from));
+		la.archive_set_error(a, EIO, "%s", la.archive_error_string(p->from));
 		return -1;
 	}
 	if (n > 0 && p->md)
@@ -347,7 +406,7 @@ static int apply_whiteouts(int rootfd, struct whiteout *w, size_t n, ud_error *e
  * those. Everything else (security.capability, user.*, ACLs) stays as the tar says. */
 static void drop_overlay_xattrs(struct archive_entry *ent)
 {
-	if (archive_entry_xattr_reset(ent) == 0)
+	if (la.archive_entry_xattr_reset(ent) == 0)
 		return;
 	struct {
 		char *name;
@@ -359,7 +418,7 @@ static void drop_overlay_xattrs(struct archive_entry *ent)
 	const char *name;
 	const void *val;
 	size_t len;
-	while (archive_entry_xattr_next(ent, &name, &val, &len) == ARCHIVE_OK) {
+	while (la.archive_entry_xattr_next(ent, &name, &val, &len) == ARCHIVE_OK) {
 		if (!strncmp(name, "trusted.overlay.", 16)) {
 			dropped = true;
 			continue;
@@ -374,9 +433,9 @@ static void drop_overlay_xattrs(struct archive_entry *ent)
 		}
 	}
 	if (dropped) {
-		archive_entry_xattr_clear(ent);
+		la.archive_entry_xattr_clear(ent);
 		for (size_t i = 0; i < nk; i++)
-			archive_entry_xattr_add_entry(ent, keep[i].name, keep[i].val, keep[i].len);
+			la.archive_entry_xattr_add_entry(ent, keep[i].name, keep[i].val, keep[i].len);
 	}
 	for (size_t i = 0; i < nk; i++) {
 		free(keep[i].name);
@@ -394,10 +453,10 @@ static const char *strip_dot_slash(const char *p)
 /* Extracts the tar in `in` (already positioned) into rootfd, which is also our cwd. */
 static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_error *e)
 {
-	struct archive *out = archive_write_disk_new();
+	struct archive *out = la.archive_write_disk_new();
 	if (!out)
 		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
-	archive_write_disk_set_options(out, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM |
+	la.archive_write_disk_set_options(out, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM |
 						    ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
 						    ARCHIVE_EXTRACT_ACL |
 						    ARCHIVE_EXTRACT_SECURE_SYMLINKS |
@@ -408,18 +467,18 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 	int r = 0;
 	for (;;) {
 		struct archive_entry *ent;
-		int h = archive_read_next_header(in, &ent);
+		int h = la.archive_read_next_header(in, &ent);
 		if (h == ARCHIVE_EOF)
 			break;
 		if (h < ARCHIVE_WARN) {
 			r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: broken tar: %s", layer,
-				    archive_error_string(in));
+				    la.archive_error_string(in));
 			break;
 		}
 		/* Copies: setting the entry's names below would overwrite the strings that
-		 * archive_entry_pathname() and _hardlink() point into. */
+		 * la.archive_entry_pathname() and _hardlink() point into. */
 		char raw[4096], name_buf[4096], link_buf[4096];
-		const char *rp = archive_entry_pathname(ent);
+		const char *rp = la.archive_entry_pathname(ent);
 		snprintf(raw, sizeof(raw), "%s", rp ? rp : "");
 		snprintf(name_buf, sizeof(name_buf), "%s", strip_dot_slash(raw));
 		const char *name = rp ? name_buf : NULL;
@@ -431,7 +490,7 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 				    raw);
 			break;
 		}
-		const char *link = archive_entry_hardlink(ent);
+		const char *link = la.archive_entry_hardlink(ent);
 		if (link) {
 			snprintf(link_buf, sizeof(link_buf), "%s", strip_dot_slash(link));
 			const char *ln = link_buf;
@@ -447,9 +506,9 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 				break;
 			}
 			close(t);
-			archive_entry_set_hardlink(ent, ln);
+			la.archive_entry_set_hardlink(ent, ln);
 		}
-		archive_entry_set_pathname(ent, name);
+		la.archive_entry_set_pathname(ent, name);
 		size_t off = 0;
 		int kind = ud_whiteout_kind(name, &off);
 		if (kind) {
@@ -479,40 +538,40 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 			continue;
 		}
 		drop_overlay_xattrs(ent);
-		if (archive_write_header(out, ent) < ARCHIVE_WARN) {
-			r = ud_fail(e, UD_EXIT_STORAGE, archive_errno(out) > 0 ? archive_errno(out) : 0,
+		if (la.archive_write_header(out, ent) < ARCHIVE_WARN) {
+			r = ud_fail(e, UD_EXIT_STORAGE, la.archive_errno(out) > 0 ? la.archive_errno(out) : 0,
 				    "layer %s: member '%s' refused: %s", layer, name,
-				    archive_error_string(out));
+				    la.archive_error_string(out));
 			break;
 		}
-		if (archive_entry_size(ent) > 0) {
+		if (la.archive_entry_size(ent) > 0) {
 			const void *buf;
 			size_t size;
 			la_int64_t offset;
 			int d;
-			while ((d = archive_read_data_block(in, &buf, &size, &offset)) == ARCHIVE_OK)
-				if (archive_write_data_block(out, buf, size, offset) < ARCHIVE_WARN) {
+			while ((d = la.archive_read_data_block(in, &buf, &size, &offset)) == ARCHIVE_OK)
+				if (la.archive_write_data_block(out, buf, size, offset) < ARCHIVE_WARN) {
 					d = ARCHIVE_FATAL;
 					break;
 				}
 			if (d != ARCHIVE_EOF) {
 				r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", layer,
-					    name, archive_error_string(in));
+					    name, la.archive_error_string(in));
 				break;
 			}
 		}
-		if (archive_write_finish_entry(out) < ARCHIVE_WARN) {
+		if (la.archive_write_finish_entry(out) < ARCHIVE_WARN) {
 			r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", layer, name,
-				    archive_error_string(out));
+				    la.archive_error_string(out));
 			break;
 		}
 	}
 	/* Whiteouts before the close: it sets the directories' times last, as the tar says. */
 	if (r == 0)
 		r = apply_whiteouts(rootfd, wo, n_wo, e);
-	if (archive_write_close(out) < ARCHIVE_WARN && r == 0)
-		r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: %s", layer, archive_error_string(out));
-	archive_write_free(out);
+	if (la.archive_write_close(out) < ARCHIVE_WARN && r == 0)
+		r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: %s", layer, la.archive_error_string(out));
+	la.archive_write_free(out);
 	free_whiteouts(wo, n_wo);
 	return r;
 }
@@ -539,7 +598,7 @@ static int unpack_layer(struct archive *outer, struct cache *c, struct want *w, 
 	ud_autoclose int rootfd = open(tmppath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	ud_autoclose int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	struct archive *raw = archive_read_new(), *tar = archive_read_new();
+	struct archive *raw = la.archive_read_new(), *tar = la.archive_read_new();
 	int r = -1;
 	if (rootfd < 0 || cwd < 0 || !md || !raw || !tar) {
 		ud_fail(e, UD_EXIT_STORAGE, errno, "preparing to unpack %s", what);
@@ -552,24 +611,24 @@ static int unpack_layer(struct archive *outer, struct cache *c, struct want *w, 
 	}
 	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
 	struct pull from_outer = {.from = outer, .e = e};
-	archive_read_support_filter_all(raw);
-	archive_read_support_format_raw(raw);
+	la.archive_read_support_filter_all(raw);
+	la.archive_read_support_format_raw(raw);
 	struct archive_entry *ent;
-	if (archive_read_open(raw, &from_outer, NULL, pull_read, NULL) != ARCHIVE_OK ||
-	    archive_read_next_header(raw, &ent) != ARCHIVE_OK) {
+	if (la.archive_read_open(raw, &from_outer, NULL, pull_read, NULL) != ARCHIVE_OK ||
+	    la.archive_read_next_header(raw, &ent) != ARCHIVE_OK) {
 		ud_fail(e, UD_EXIT_STORAGE, 0, "%s: cannot read the layer: %s", what,
-			archive_error_string(raw));
+			la.archive_error_string(raw));
 		goto out;
 	}
 	struct pull from_raw = {.from = raw, .md = md, .e = e};
-	archive_read_support_format_tar(tar);
-	if (archive_read_open(tar, &from_raw, NULL, pull_read, NULL) != ARCHIVE_OK) {
+	la.archive_read_support_format_tar(tar);
+	if (la.archive_read_open(tar, &from_raw, NULL, pull_read, NULL) != ARCHIVE_OK) {
 		/* An OCI blob we could not place by its name may be a manifest or an index. */
 		if (!must_be_layer)
 			r = 0;
 		else
 			ud_fail(e, UD_EXIT_STORAGE, 0, "%s: not a tar: %s", what,
-				archive_error_string(tar));
+				la.archive_error_string(tar));
 		goto out;
 	}
 	if (extract_tar(tar, rootfd, what, e) < 0)
@@ -577,10 +636,10 @@ static int unpack_layer(struct archive *outer, struct cache *c, struct want *w, 
 	/* The digest covers the whole uncompressed stream, padding after the tar's end included. */
 	char sink[64 * 1024];
 	la_ssize_t n;
-	while ((n = archive_read_data(raw, sink, sizeof(sink))) > 0)
+	while ((n = la.archive_read_data(raw, sink, sizeof(sink))) > 0)
 		EVP_DigestUpdate(md, sink, (size_t)n);
 	if (n < 0) {
-		ud_fail(e, UD_EXIT_STORAGE, 0, "%s: %s", what, archive_error_string(raw));
+		ud_fail(e, UD_EXIT_STORAGE, 0, "%s: %s", what, la.archive_error_string(raw));
 		goto out;
 	}
 	unsigned char digest[32];
@@ -608,9 +667,9 @@ out:
 	if (cwd >= 0 && fchdir(cwd) < 0)
 		r = ud_fail(e, UD_EXIT_STORAGE, errno, "returning to the working directory");
 	if (raw)
-		archive_read_free(raw);
+		la.archive_read_free(raw);
 	if (tar)
-		archive_read_free(tar);
+		la.archive_read_free(tar);
 	if (md)
 		EVP_MD_CTX_free(md);
 	/* Whatever was not moved into place (unwanted, failed, mismatched) goes. */
@@ -632,7 +691,7 @@ static la_ssize_t outer_read(struct archive *a, void *client, const void **buf)
 	long n = ud_stream_read(o->s, buf, &o->se);
 	if (n < 0) {
 		o->failed = true;
-		archive_set_error(a, EIO, "export stream failed");
+		la.archive_set_error(a, EIO, "export stream failed");
 		return -1;
 	}
 	return n;
@@ -657,7 +716,7 @@ static char *read_small(struct archive *a, size_t *len)
 			buf = nb;
 			cap *= 2;
 		}
-		la_ssize_t r = archive_read_data(a, buf + n, cap - n);
+		la_ssize_t r = la.archive_read_data(a, buf + n, cap - n);
 		if (r < 0) {
 			free(buf);
 			return NULL;
@@ -687,35 +746,37 @@ static int export_layers(struct ud_docker *d, const struct ud_image *img, struct
 	if (!id_hex)
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "image '%s' has an unexpected id '%s'", img->ref,
 			       img->id);
+	if (la_load(e) < 0)
+		return -1;
 	char path[256];
 	snprintf(path, sizeof(path), "/v%s/images/%s/get", d->api, img->id);
 	ud_stream *s = NULL;
 	if (ud_docker_stream_open(d, path, &s, e) < 0)
 		return -1;
 	struct outer_src src = {.s = s};
-	struct archive *outer = archive_read_new();
-	archive_read_support_format_tar(outer);
+	struct archive *outer = la.archive_read_new();
+	la.archive_read_support_format_tar(outer);
 	int r = -1;
 	bool config_ok = false;
-	if (archive_read_open(outer, &src, NULL, outer_read, NULL) != ARCHIVE_OK) {
+	if (la.archive_read_open(outer, &src, NULL, outer_read, NULL) != ARCHIVE_OK) {
 		if (!src.failed)
 			ud_fail(e, UD_EXIT_DAEMON, 0, "image '%s': the export is not a tar archive: %s",
-				img->ref, archive_error_string(outer));
+				img->ref, la.archive_error_string(outer));
 		goto out;
 	}
 	for (;;) {
 		struct archive_entry *ent;
-		int h = archive_read_next_header(outer, &ent);
+		int h = la.archive_read_next_header(outer, &ent);
 		if (h == ARCHIVE_EOF)
 			break;
 		if (h < ARCHIVE_WARN) {
 			if (!src.failed)
 				ud_fail(e, UD_EXIT_DAEMON, 0, "image '%s': broken export archive: %s",
-					img->ref, archive_error_string(outer));
+					img->ref, la.archive_error_string(outer));
 			goto out;
 		}
-		const char *name = strip_dot_slash(archive_entry_pathname(ent));
-		if (archive_entry_filetype(ent) != AE_IFREG)
+		const char *name = strip_dot_slash(la.archive_entry_pathname(ent));
+		if (la.archive_entry_filetype(ent) != AE_IFREG)
 			continue;
 		/* docker-archive: <config hex>.json, and layers as <v1 id>/layer.tar (Docker) or
 		 * <diffID hex>.tar (Podman); OCI layout: blobs/sha256/<hex> for everything. */
@@ -785,7 +846,7 @@ static int export_layers(struct ud_docker *d, const struct ud_image *img, struct
 out:
 	if (r < 0 && src.failed && e)
 		*e = src.se;
-	archive_read_free(outer);
+	la.archive_read_free(outer);
 	ud_stream_close(s);
 	return r;
 }
