@@ -209,24 +209,6 @@ static long long tree_bytes_at(int dirfd, const char *name)
 	return total;
 }
 
-static int mkdir_p(const char *path, mode_t mode, ud_error *e)
-{
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s", path);
-	for (char *s = tmp + 1;; s++) {
-		if (*s == '/' || *s == '\0') {
-			char c = *s;
-			*s = '\0';
-			if (mkdir(tmp, mode) < 0 && errno != EEXIST)
-				return ud_fail(e, UD_EXIT_STORAGE, errno, "creating %s", tmp);
-			*s = c;
-			if (!c)
-				break;
-		}
-	}
-	return 0;
-}
-
 struct cache {
 	const char *dir;
 	int fd, sha_fd, tmp_fd, locks_fd, l_fd;
@@ -244,8 +226,9 @@ static void cache_close(struct cache *c)
 static int cache_open(struct cache *c, const char *dir, ud_error *e)
 {
 	*c = (struct cache){.dir = dir, .fd = -1, .sha_fd = -1, .tmp_fd = -1, .locks_fd = -1, .l_fd = -1};
-	if (mkdir_p(dir, 0700, e) < 0)
-		return -1;
+	char failed[4096];
+	if (ud_mkdir_p(dir, 0700, failed, sizeof(failed)) < 0)
+		return ud_fail(e, UD_EXIT_STORAGE, errno, "creating %s", failed);
 	c->fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (c->fd < 0)
 		return ud_fail(e, UD_EXIT_STORAGE, errno, "opening layer cache %s", dir);

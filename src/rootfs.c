@@ -293,20 +293,10 @@ static int overlay_legacy(const struct ud_plan *p, struct layer_set *ls, ud_erro
  * refuses the workdir (EINVAL) before it writes anything: no mount, no side effect. */
 static int rw_path_lock(const char *dir, int *lock_fd, ud_error *e)
 {
-	/* mkdir -p DIR, 0700: the rw layer holds the app's writes. */
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s", dir);
-	for (char *s = tmp + 1;; s++) {
-		if (*s == '/' || *s == '\0') {
-			char c = *s;
-			*s = '\0';
-			if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-				return ud_fail(e, UD_EXIT_MOUNT, errno, "creating --rw-path %s", tmp);
-			*s = c;
-			if (!c)
-				break;
-		}
-	}
+	/* 0700: the rw layer holds the app's writes. */
+	char failed[4096];
+	if (ud_mkdir_p(dir, 0700, failed, sizeof(failed)) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "creating --rw-path %s", failed);
 	/* Serialises helpers on the same DIR from the probe to the real mount. */
 	ud_autoclose int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)

@@ -3,6 +3,8 @@
 #define UD_UTIL_H
 
 #include <errno.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -41,5 +43,27 @@ static inline void *ud_steal_ptr(void *p)
 }
 
 #define UD_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* mkdir -p for host paths the operator chose (--rw-path, --cache-dir); -1 with errno and the
+ * failing prefix in failed (if not NULL). */
+static inline int ud_mkdir_p(const char *path, mode_t mode, char *failed, size_t failed_len)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *s = tmp + 1;; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		char c = *s;
+		*s = '\0';
+		if (mkdir(tmp, mode) < 0 && errno != EEXIST) {
+			if (failed)
+				snprintf(failed, failed_len, "%s", tmp);
+			return -1;
+		}
+		*s = c;
+		if (!c)
+			return 0;
+	}
+}
 
 #endif
