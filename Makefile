@@ -32,7 +32,8 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
 
 UWSGI ?= uwsgi
 PLUGIN := $(B)/docker_plugin.so
-PLUGIN_DIR ?= $(shell $(UWSGI) --cflags 2>/dev/null | sed -n 's/.*-DUWSGI_PLUGIN_DIR=."\([^"\\]*\).*/\1/p')
+# uWSGI's plugin directory, from its build flags: -DUWSGI_PLUGIN_DIR="\"/usr/lib/uwsgi/plugins\""
+PLUGIN_DIR ?= $(shell $(UWSGI) --cflags 2>/dev/null | sed -n 's/.*-DUWSGI_PLUGIN_DIR=[\\"]*\([^\\"]*\).*/\1/p')
 
 .PHONY: all install deps check check-clang check-unit check-integration demo bench clean format
 all: $(HELPER) $(PLUGIN)
@@ -60,9 +61,11 @@ $(B)/tests/%: tests/unit/%.c $(LIB_OBJS)
 	$(CC) $(CFLAGS) -Isrc -DFIXTURES='"$(CURDIR)/tests/fixtures"' -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
 
 install: $(HELPER) $(PLUGIN)
+	@test -n "$(PLUGIN_DIR)" || { echo "install: uWSGI's plugin directory is unknown: set PLUGIN_DIR" >&2; exit 1; }
 	install -D -m 0755 $(HELPER) $(DESTDIR)$(BINDIR)/uwsgi-docker-rootfs
 	install -D -m 0644 $(PLUGIN) $(DESTDIR)$(PLUGIN_DIR)/docker_plugin.so
 	install -D -m 0644 man/uwsgi-docker-rootfs.1 $(DESTDIR)$(MANDIR)/man1/uwsgi-docker-rootfs.1
+	install -D -m 0644 man/uwsgi-plugin-docker.7 $(DESTDIR)$(MANDIR)/man7/uwsgi-plugin-docker.7
 
 # Installs missing Debian packages and starts dockerd if none answers (idempotent, quick when done).
 deps:

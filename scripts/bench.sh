@@ -322,7 +322,13 @@ class Uwsgi:
             return f.read().decode(errors="replace")
 
     def fail(self, what):
-        tail = "\n".join("  " + l for l in self.log_text().splitlines()[-15:])
+        lines = []  # the log's last lines, repeats folded
+        for l in self.log_text().splitlines():
+            if lines and lines[-1][0] == l:
+                lines[-1][1] += 1
+            else:
+                lines.append([l, 1])
+        tail = "\n".join("  " + l + (" (%d times)" % k if k > 1 else "") for l, k in lines[-25:])
         raise RunFailed("%s (%s)\n%s" % (what, "docker-image" if self.image else "plain", tail))
 
     def first_answer(self):
@@ -437,6 +443,7 @@ try:
              LATEST, load), flush=True)
 
     # (a) start -> first answer, round robin after one warm-up each
+    print("bench: start → first answer, %d runs each" % n, flush=True)
     starts = {"image": [], "plain": []}
     for i in range(n + 1):
         for key, image in (("image", LATEST), ("plain", None)):
@@ -468,6 +475,7 @@ try:
             raise RunFailed("wrk saw errors: %s" % p.stdout)
         return float(m.group(1))
 
+    print("bench: requests/s, %d rounds of %d s each" % (rps_rounds, rps_seconds), flush=True)
     rps = {"image": [], "plain": []}
     running = {"image": new(LATEST).start(), "plain": new(None).start()}
     for key, u in running.items():
@@ -543,6 +551,7 @@ try:
         return types.SimpleNamespace(gaps=gaps, switches=switches, answered=len(answers),
                                      failures=failures)
 
+    print("bench: %d full reloads each under a request loop" % reloads, flush=True)
     reload = {"image": reload_run(LATEST), "plain": reload_run(None)}
 
     def med(v):

@@ -173,7 +173,8 @@ host_mounts >"$mounts_before"
 
 # --------------------------------------------------------------------------------------------------
 heading "The helper on its own: a shell whose root is the image"
-show "$HELPER" "$LATEST" -- /bin/sh -c 'cat /srv/version; id; ls /; awk '\''$5 == "/" { print "root:", $0 }'\'' /proc/self/mountinfo' ||
+# shellcheck disable=SC2016 # $5 and the like are awk's, inside the image
+show "$HELPER" "$LATEST" -- /bin/sh -c 'cat /srv/version; id; echo / holds $(ls /); awk '\''$5 == "/" { t = $(NF - 2); n = gsub(/lowerdir/, ""); print "/ is", t, "over", n, "lower dirs" }'\'' /proc/self/mountinfo' ||
 	die "the helper failed (status $?)"
 
 # --------------------------------------------------------------------------------------------------
@@ -253,6 +254,10 @@ grep -F '[docker] image' "$log" | tail -n 1 | sed 's/^/  /'
 
 heading "The same request again"
 show curl -sS --fail --max-time 10 "http://127.0.0.1:$port/" || die "the request failed"
+held=$(find "/proc/$upid/fd" -mindepth 1 -maxdepth 1 -lname 'mnt:*' -printf '%l\n' 2>/dev/null | sort -u)
+echo "the master holds one mount namespace for its workers, the new one: ${held:-none}"
+echo "(v1's is gone with its workers, so the kernel may give the new one the same number)"
+[ "$(printf '%s\n' "$held" | grep -c 'mnt:')" -eq 1 ] || die "the master holds ${held//$'\n'/ }"
 
 # --------------------------------------------------------------------------------------------------
 heading "Stop uWSGI (SIGINT to the master)"
