@@ -600,3 +600,82 @@ finally:
         except RunFailed:
             pass
 EOF
+
+# ==================================================================================================
+# 3. Export mode: the layer cache (issue 4)
+# ==================================================================================================
+# A ~50 MB image (busybox + 48 MB of random data in its own layer), kept between runs. The first run
+# exports and unpacks it into an empty cache (BENCH_EXPORT_COLD runs, default 3, each on a fresh
+# cache); the warm run finds every layer cached. Beside them: the direct path (the daemon's own
+# overlay2 dirs) and docker run, BENCH_N runs each, round robin. Target: warm ≤ 1.2 × direct.
+EXPORT_IMAGE=uwsgi-docker-bench-export:latest
+COLD=${BENCH_EXPORT_COLD:-3}
+[[ "$COLD" =~ ^[1-9][0-9]*$ ]] || die "BENCH_EXPORT_COLD must be a positive integer"
+if ! "$DOCKER" image inspect "$EXPORT_IMAGE" >/dev/null 2>&1; then
+	echo "bench: building $EXPORT_IMAGE offline"
+	ectx=$tmp/export-context
+	mkdir -p "$ectx"
+	cp /bin/busybox "$ectx/busybox"
+	head -c $((48 * 1024 * 1024)) /dev/urandom >"$ectx/data"
+	cat >"$ectx/Dockerfile" <<'EOF'
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY data /data
+EOF
+	DOCKER_BUILDKIT=0 "$DOCKER" build --network none -q -t "$EXPORT_IMAGE" "$ectx" >/dev/null ||
+		die "docker build of $EXPORT_IMAGE failed"
+	rm -rf "$ectx"
+fi
+echo
+"$PY" - "$N" "$COLD" "$HELPER" "$DOCKER" "$EXPORT_IMAGE" "$tmp/cache" <<'EOF'
+import shutil, statistics, subprocess, sys, time
+
+n, cold_n = int(sys.argv[1]), int(sys.argv[2])
+helper, docker, image, cache = sys.argv[3:7]
+
+def run_once(argv):
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
+    dt = (time.perf_counter() - t0) * 1000.0
+    if p.returncode != 0:
+        err = p.stderr.decode(errors="replace").strip().splitlines()
+        sys.exit("bench: run failed (status %d): %s\n  %s"
+                 % (p.returncode, " ".join(argv), err[-1] if err else "(no message)"))
+    return dt
+
+export = [helper, "--layers", "export", "--cache-dir", cache, image, "--", "/bin/true"]
+cold = []
+for _ in range(cold_n):
+    shutil.rmtree(cache, ignore_errors=True)
+    cold.append(run_once(export))
+variants = [
+    ("warm", "export mode, warm (every layer cached)", export),
+    ("direct", "direct mode (the daemon's overlay2 dirs)",
+     [helper, "--layers", "direct", image, "--", "/bin/true"]),
+    ("docker", "docker run --rm --network none IMAGE /bin/true",
+     [docker, "run", "--rm", "--network", "none", image, "/bin/true"]),
+]
+for _, _, argv in variants:
+    run_once(argv)
+times = {k: [] for k, _, _ in variants}
+for _ in range(n):
+    for k, _, argv in variants:
+        times[k].append(run_once(argv))
+shutil.rmtree(cache, ignore_errors=True)
+med = {k: statistics.median(v) for k, v in times.items()}
+print("bench: export mode on %s (~50 MB), %d cold runs, %d runs each otherwise" % (image, cold_n, n))
+print()
+print("| what | median ms | min–max ms |")
+print("| --- | ---: | ---: |")
+print("| export mode, first run (export + unpack into an empty cache) | %.1f | %.1f–%.1f |"
+      % (statistics.median(cold), min(cold), max(cold)))
+for k, label, _ in variants:
+    print("| %s | %.1f | %.1f–%.1f |" % (label, med[k], min(times[k]), max(times[k])))
+print()
+r = med["warm"] / med["direct"]
+print("| ratio | value | target | |")
+print("| --- | ---: | ---: | --- |")
+print("| export warm / direct | %.2f | ≤ 1.2 | %s |" % (r, "PASS" if r <= 1.2 else "MISS"))
+EOF

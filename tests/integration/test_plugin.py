@@ -497,6 +497,23 @@ def test_form1_read_only_root(plug, plug_images):
     plug.stop_and_check(u)
 
 
+def test_form1_serves_from_the_layer_cache(plug, plug_images):
+    """docker-layers = export and docker-cache-dir reach the helper: the root is stacked from the
+    cache's layer directories, and the app sees the same image."""
+    cache = plug.path("cache")
+    port = free_port()
+    opts = form1_options(plug.workdir, port, plug_images.v1) + [
+        ("docker-layers", "export"), ("docker-cache-dir", cache)]
+    u = plug.start(opts, name="form1")
+    u.wait_ready(port)
+    d = get_json(port, "/")
+    assert d["version"] == "v1"
+    assert os.path.join(cache, "sha256") in d["root_mount"], d["root_mount"]
+    assert "/var/lib/docker" not in d["root_mount"], d["root_mount"]
+    assert os.listdir(os.path.join(cache, "sha256")), "nothing in the cache"
+    plug.stop_and_check(u)
+
+
 def test_form1_rwpath_persists_across_a_full_reload(plug, plug_images):
     """docker-image-rwpath: writes land in DIR/upper on the host and the next generation (after
     a full reload, when the old namespace is gone) sees them."""
