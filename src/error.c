@@ -43,5 +43,9 @@ const char *ud_error_text(const ud_error *e, char *buf, size_t len)
 		snprintf(buf, len, "%s: %s", e->msg, strerror(e->errnum));
 	else
 		snprintf(buf, len, "%s", e->msg);
+	/* One line, whatever an image or archive put in a name: no newline, no terminal escape. */
+	for (char *p = buf; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	return buf;
 }

@@ -30,6 +30,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -251,7 +252,11 @@ static bool cached(const struct cache *c, const char *hex)
 	return fstatat(c->sha_fd, hex, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* A stale tmp entry is one whose helper is gone (its pid leads the name). */
+/* A tmp entry is stale when nobody holds its lock (the unpacking helper keeps an flock on the
+ * directory itself until it is done) and it is not brand new: between mkdtemp() and flock()
+ * there is an instant without the lock. "New" is our pid-named helper still alive, or a minute;
+ * the pid alone is no proof (under emperor-use-clone = pid another vassal's helper has a pid we
+ * cannot see, and pids are reused). */
 static void clean_stale_tmp(struct cache *c)
 {
 	int fd = openat(c->fd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -263,11 +268,16 @@ static void clean_stale_tmp(struct cache *c)
 	}
 	struct dirent *de;
 	while ((de = readdir(d))) {
-		char *end;
-		long pid = strtol(de->d_name, &end, 10);
-		if (*end != '.' || pid <= 0)
+		if (de->d_name[0] == '.')
 			continue;
-		if (pid != getpid() && kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+		ud_autoclose int e = openat(c->tmp_fd, de->d_name,
+					    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+		if (e < 0 || fstat(e, &st) < 0 || flock(e, LOCK_EX | LOCK_NB) < 0)
+			continue;
+		long pid = strtol(de->d_name, NULL, 10);
+		bool pid_gone = pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+		if (pid_gone || time(NULL) - st.st_mtime > 60)
 			rm_tree_at(c->tmp_fd, de->d_name);
 	}
 	closedir(d);
@@ -580,6 +590,9 @@ static int unpack_layer(struct archive *outer, struct cache *c, struct want *w, 
 	const char *tmpbase = strrchr(tmppath, '/') + 1;
 	ud_autoclose int rootfd = open(tmppath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	ud_autoclose int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	/* Held until the end: this tmp dir is not stale while we are alive (see clean_stale_tmp). */
+	if (rootfd >= 0)
+		flock(rootfd, LOCK_EX);
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	struct archive *raw = la.archive_read_new(), *tar = la.archive_read_new();
 	int r = -1;
@@ -631,16 +644,18 @@ static int unpack_layer(struct archive *outer, struct cache *c, struct want *w, 
 	hex_of(digest, hex);
 	int idx = want_index(w, hex);
 	if (idx >= 0 && !w->done[idx]) {
-		if (renameat(c->tmp_fd, tmpbase, c->sha_fd, hex) < 0) {
-			ud_fail(e, UD_EXIT_STORAGE, errno, "moving layer sha256:%s into the cache", hex);
-			goto out;
-		}
+		/* The short name first: a crash between the two leaves a dangling link, never a
+		 * cached layer without its name. */
 		char link[64], target[128];
 		snprintf(link, sizeof(link), "%.*s", SHORT_LEN, hex);
 		snprintf(target, sizeof(target), "../sha256/%s", hex);
 		unlinkat(c->l_fd, link, 0);
 		if (symlinkat(target, c->l_fd, link) < 0) {
 			ud_fail(e, UD_EXIT_STORAGE, errno, "short name for layer sha256:%s", hex);
+			goto out;
+		}
+		if (renameat(c->tmp_fd, tmpbase, c->sha_fd, hex) < 0) {
+			ud_fail(e, UD_EXIT_STORAGE, errno, "moving layer sha256:%s into the cache", hex);
 			goto out;
 		}
 		w->done[idx] = true;

@@ -15,6 +15,8 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -354,7 +356,9 @@ int ud_handoff_recv(int sock, struct ud_handoff *h, int timeout_ms, ud_error *e)
 					    "no hand-off message within %d ms", timeout_ms);
 				goto out;
 			}
-			if (pr < 0 && errno != EINTR) {
+			if (pr < 0) {
+				if (errno == EINTR)
+					continue; /* the deadline is checked again */
 				r = ud_fail(e, UD_EXIT_HANDOFF, errno, "hand-off socket: poll");
 				goto out;
 			}
@@ -415,8 +419,11 @@ int ud_handoff_recv(int sock, struct ud_handoff *h, int timeout_ms, ud_error *e)
 	if ((r = ud_handoff_decode(buf, len, n_fds, h, e)) < 0)
 		goto out;
 	for (int i = 0; i < n_fds; i++) {
-		struct stat st;
-		int nstype = fstat(fds[i], &st) == 0 ? ioctl(fds[i], NS_GET_NSTYPE) : -1;
+		/* Only then ask nsfs: an ioctl number means something else to another file. */
+		struct statfs sf;
+		int nstype = fstatfs(fds[i], &sf) == 0 && sf.f_type == NSFS_MAGIC
+				     ? ioctl(fds[i], NS_GET_NSTYPE)
+				     : -1;
 		if (nstype != h->types[i]) {
 			r = nstype < 0 ? ud_fail(e, UD_EXIT_HANDOFF, 0,
 						 "hand-off fd %d is not a namespace", i)

@@ -19,6 +19,7 @@
 #include <linux/magic.h>
 #include <linux/openat2.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,10 +109,46 @@ static int attach(int mfd, int target_fd, const char *where, ud_error *e)
 
 #define IN_ROOT (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
 
-/* Resolves an absolute image path inside rootfd. With create, missing components are made as
- * directories (the last one as a file when !dir), each relative to its resolved parent's fd. */
-static int resolve_in_root(int rootfd, const char *path, bool create, bool dir, ud_error *e)
+/* Mounts where missing mount points may be created: the overlay root and the user's fresh tmpfs
+ * mounts. Not a bind: an image symlink (/data -> /shared, with a bind at /shared) must not make
+ * the helper, as root, create files in a host directory. */
+struct mnt_set {
+	uint64_t ids[64];
+	size_t n;
+};
+
+static uint64_t mnt_id(int fd)
 {
+	struct statx stx;
+	if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_MNT_ID, &stx) < 0 ||
+	    !(stx.stx_mask & STATX_MNT_ID))
+		return 0;
+	return stx.stx_mnt_id;
+}
+
+static void mnt_set_add(struct mnt_set *m, int fd)
+{
+	uint64_t id = mnt_id(fd);
+	if (id && m->n < UD_ARRAY_SIZE(m->ids))
+		m->ids[m->n++] = id;
+}
+
+static bool mnt_set_has(const struct mnt_set *m, int fd)
+{
+	uint64_t id = mnt_id(fd);
+	for (size_t i = 0; id && i < m->n; i++)
+		if (m->ids[i] == id)
+			return true;
+	return false;
+}
+
+/* Resolves an absolute image path inside rootfd. With create, missing components are made as
+ * directories (the last one as a file when !dir), each relative to its resolved parent's fd, and
+ * only on the mounts in `creatable`. */
+static int resolve_in_root(int rootfd, const char *path, const struct mnt_set *creatable,
+			   bool dir, ud_error *e)
+{
+	bool create = creatable != NULL;
 	const char *rel = path + 1;
 	int fd = sys_openat2(rootfd, rel, O_PATH | O_CLOEXEC, IN_ROOT);
 	if (fd >= 0 || errno != ENOENT || !create) {
@@ -129,10 +166,20 @@ static int resolve_in_root(int rootfd, const char *path, bool create, bool dir, 
 		pfd = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
 	else {
 		*slash = '\0';
-		pfd = resolve_in_root(rootfd, parent, true, true, e);
+		pfd = resolve_in_root(rootfd, parent, creatable, true, e);
 	}
 	if (pfd < 0)
 		return -1;
+	if (!mnt_set_has(creatable, pfd))
+		return creatable->n == 0
+			       ? ud_fail(e, UD_EXIT_MOUNT, ENOENT,
+					 "mount point %s does not exist in the image, and the root is "
+					 "read-only",
+					 path)
+			       : ud_fail(e, UD_EXIT_MOUNT, 0,
+			       "mount point %s is missing and would have to be created inside a bind "
+			       "mount or special filesystem (through a symlink in the image?): refusing",
+			       path);
 	/* The parent fd was resolved in the root; creating relative to it cannot escape. */
 	int r;
 	if (dir)
@@ -210,7 +257,12 @@ static int overlay_fd_or_string(const struct ud_plan *p, struct layer_set *ls, b
 	}
 	if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 		return fs_fail(e, fsfd, errno, "creating the overlay root");
-	ud_autoclose int mfd = fsmount(fsfd, FSMOUNT_CLOEXEC, p->rw == UD_RW_NONE ? MOUNT_ATTR_RDONLY : 0);
+	/* nosuid, nodev: without a user namespace or a bounding set, a setuid-root binary in the
+	 * image would be full root (and /proc/1/root leads to the host); without a devices cgroup,
+	 * a device node in a layer would be usable. /dev is a tmpfs of our own. */
+	unsigned attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+	ud_autoclose int mfd = fsmount(fsfd, FSMOUNT_CLOEXEC,
+				       attrs | (p->rw == UD_RW_NONE ? MOUNT_ATTR_RDONLY : 0));
 	if (mfd < 0)
 		return fs_fail(e, fsfd, errno, "fsmount(overlay)");
 	return attach(mfd, target_fd, "the new root", e);
@@ -273,7 +325,7 @@ static int overlay_legacy(const struct ud_plan *p, struct layer_set *ls, ud_erro
 	ud_autoclose int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fchdir(ls->storage_fd) < 0)
 		return ud_fail(e, UD_EXIT_MOUNT, errno, "chdir to %s", img->storage_root);
-	unsigned long flags = p->rw == UD_RW_NONE ? MS_RDONLY : 0;
+	unsigned long flags = MS_NOSUID | MS_NODEV | (p->rw == UD_RW_NONE ? MS_RDONLY : 0);
 	int r = mount("overlay", SCRATCH "/root", "overlay", flags, data);
 	int err = errno;
 	if (cwd >= 0 && fchdir(cwd) < 0) {
@@ -413,23 +465,27 @@ static int mount_dev(int target, ud_error *e)
 	return 0;
 }
 
-static int mount_tmpfs(int target, const char *where, ud_error *e)
+static int mount_tmpfs(int target, const char *where, struct mnt_set *creatable, ud_error *e)
 {
 	static const char *const opts[] = {"mode", "1777", NULL};
 	ud_autoclose int m = new_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, e);
-	return m < 0 ? -1 : attach(m, target, where, e);
+	if (m < 0 || attach(m, target, where, e) < 0)
+		return -1;
+	/* Ours and empty: later mount points beneath it may be made there. */
+	mnt_set_add(creatable, m);
+	return 0;
 }
 
 /* A fresh bind takes the source's flags and ignores MS_RDONLY: read-only is applied to the new
  * mount afterwards, recursively, with mount_setattr (5.12) or a bind remount (older kernels, and
  * --mount-api legacy, which then covers only the top mount). */
 static int mount_bind(const struct ud_plan *p, int srcfd, int rootfd, const struct ud_op *op,
-		      ud_error *e)
+		      const struct mnt_set *creatable, ud_error *e)
 {
 	struct stat st;
 	if (fstat(srcfd, &st) < 0)
 		return ud_fail(e, UD_EXIT_MOUNT, errno, "bind source %s", op->src);
-	ud_autoclose int target = resolve_in_root(rootfd, op->dst, p->rw != UD_RW_NONE,
+	ud_autoclose int target = resolve_in_root(rootfd, op->dst, creatable,
 						  S_ISDIR(st.st_mode), e);
 	if (target < 0)
 		return -1;
@@ -642,16 +698,19 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 		ud_fail(e, UD_EXIT_MOUNT, errno, "opening the new root");
 		goto out;
 	}
+	/* A read-only root takes no new mount points; the init layer has /proc /dev /sys. */
+	struct mnt_set creatable = {.n = 0};
+	if (p->rw != UD_RW_NONE)
+		mnt_set_add(&creatable, rootfd);
 	for (size_t i = 1; i < p->n_ops; i++) {
 		const struct ud_op *op = &p->ops[i];
 		int rc;
 		if (op->type == UD_OP_BIND) {
-			rc = mount_bind(p, srcs[i], rootfd, op, e);
+			rc = mount_bind(p, srcs[i], rootfd, op, &creatable, e);
 		} else {
 			/* /proc /dev /sys exist as plain directories thanks to the init layer; the
 			 * user's tmpfs targets are created if missing. */
-			ud_autoclose int t = resolve_in_root(rootfd, op->dst, p->rw != UD_RW_NONE,
-							     true, e);
+			ud_autoclose int t = resolve_in_root(rootfd, op->dst, &creatable, true, e);
 			if (t < 0)
 				goto out;
 			switch (op->type) {
@@ -665,7 +724,7 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 				rc = mount_sys(t, e);
 				break;
 			default:
-				rc = mount_tmpfs(t, op->dst, e);
+				rc = mount_tmpfs(t, op->dst, &creatable, e);
 				break;
 			}
 		}

@@ -17,6 +17,7 @@
 
 #include <grp.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -29,7 +30,6 @@ extern struct uwsgi_server uwsgi;
 
 #define LOG_PREFIX "[docker] "
 #define HELPER_NAME "uwsgi-docker-rootfs"
-#define ENV_KEYS "UWSGI_DOCKER_ENV_KEYS"
 
 static struct {
 	/* options */
@@ -99,6 +99,12 @@ static void fatal(const ud_error *e)
 	exit(1);
 }
 
+static void fatal_errno(const char *what)
+{
+	uwsgi_log(LOG_PREFIX "%s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
 static int helper_timeout_ms(void)
 {
 	double t = ud.timeout ? atof(ud.timeout) : 10.0;
@@ -148,6 +154,86 @@ static char **helper_argv(void)
 	return argv;
 }
 
+/* The environment the master started with. The helper always runs with it, and in form 1 the
+ * master's own environment returns to it once the language plugin has copied the image's Env
+ * (Python copies the environment into os.environ once, in the master, at its start): from then
+ * on the host side (re-exec on reload, daemons, hooks) never sees the image's values, and a key
+ * a newer image dropped is gone after the reload by construction. */
+static char **host_env;
+
+static void snapshot_host_env(void)
+{
+	if (host_env)
+		return;
+	size_t n = 0;
+	while (environ[n])
+		n++;
+	host_env = uwsgi_calloc(sizeof(char *) * (n + 1));
+	for (size_t i = 0; i < n; i++)
+		host_env[i] = uwsgi_str(environ[i]);
+}
+
+static void restore_host_env(void)
+{
+	clearenv();
+	for (char **kv = host_env; kv && *kv; kv++)
+		putenv(*kv);
+}
+
+/* Keys that would steer root code on the host while the image's Env sits in the form 1 master's
+ * environment (from the jail callback until post_init): the dynamic linker and libc (glibc's
+ * own list of variables unsafe for privileged programs), uWSGI's option parsing, the Docker
+ * client, and Python's startup (paths, startup files, warnings filters that import modules). A
+ * Python image's PYTHONPATH would otherwise make the master, root on the host, import
+ * sitecustomize from a host path the image names (the layer cache's paths are predictable).
+ * Workers get them after they entered the image. */
+static int steers_the_host(const char *kv)
+{
+	static const char *const unsafe[] = {
+		"LD_",	      "UWSGI_",	     "DOCKER_",	 "GCONV_PATH=", "GETCONF_DIR=",
+		"GLIBC_TUNABLES=", "HOSTALIASES=", "LOCALDOMAIN=", "LOCPATH=", "MALLOC_",
+		"NIS_PATH=",   "NLSPATH=",    "RESOLV_HOST_CONF=", "RES_OPTIONS=", "TMPDIR=",
+		"TZDIR="};
+	static const char *const python_safe[] = {
+		"PYTHONUNBUFFERED=", "PYTHONDONTWRITEBYTECODE=", "PYTHONIOENCODING=",
+		"PYTHONHASHSEED=",   "PYTHONFAULTHANDLER=",	 "PYTHONUTF8=",
+		"PYTHONOPTIMIZE=",   "PYTHONNOUSERSITE="};
+	for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++)
+		if (!strncmp(kv, unsafe[i], strlen(unsafe[i])))
+			return 1;
+	if (strncmp(kv, "PYTHON", 6) != 0)
+		return 0;
+	for (size_t i = 0; i < sizeof(python_safe) / sizeof(python_safe[0]); i++)
+		if (!strncmp(kv, python_safe[i], strlen(python_safe[i])))
+			return 0;
+	return 1;
+}
+
+/* Sets the image's Env in this process; with master_side, only the keys that cannot steer the
+ * host (the others are logged once). */
+static void apply_env(const struct ud_handoff *h, int master_side)
+{
+	char held[512] = "";
+	for (size_t i = 0; i < h->n_env; i++) {
+		const char *kv = h->env[i];
+		char *eq = strchr(kv, '=');
+		if (!eq || eq == kv)
+			continue;
+		char *k = uwsgi_concat2n((char *)kv, (int)(eq - kv), "", 0);
+		if (master_side && steers_the_host(kv)) {
+			if (strlen(held) + strlen(k) + 3 < sizeof(held))
+				strcat(strcat(held, held[0] ? ", " : ""), k);
+		} else {
+			setenv(k, eq + 1, 1);
+		}
+		free(k);
+	}
+	if (held[0])
+		uwsgi_log(LOG_PREFIX "image Env kept out of the master (set in each worker only, "
+				     "not in os.environ): %s\n",
+			  held);
+}
+
 /* The helper's stderr (one line on failure), without its program-name prefix and newline. */
 static void read_helper_message(int fd, char *buf, size_t len)
 {
@@ -181,14 +267,16 @@ static int run_helper(struct ud_handoff *h, ud_error *e)
 	posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
 	posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
 	posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+	/* The host's environment, whatever the image's Env did to ours. */
+	snapshot_host_env();
 	size_t n_env = 0;
-	while (environ[n_env])
+	while (host_env[n_env])
 		n_env++;
 	char **envp = uwsgi_calloc(sizeof(char *) * (n_env + 2));
 	size_t j = 0;
 	for (size_t i = 0; i < n_env; i++)
-		if (strncmp(environ[i], "UWSGI_DOCKER_FD=", 16) != 0)
-			envp[j++] = environ[i];
+		if (strncmp(host_env[i], "UWSGI_DOCKER_FD=", 16) != 0)
+			envp[j++] = host_env[i];
 	envp[j] = "UWSGI_DOCKER_FD=3";
 	char **argv = helper_argv();
 	pid_t pid;
@@ -253,42 +341,6 @@ static char *ns_list(const struct ud_handoff *h, char *buf, size_t len)
 	return buf;
 }
 
-/* The image's Env into this process's environment. In form 1 this runs in the master before
- * Python starts, which copies the environment into os.environ once; keys a previous generation
- * set but the new image dropped are removed (their names survive the re-exec in ENV_KEYS). */
-static void apply_env(const struct ud_handoff *h)
-{
-	char *old = getenv(ENV_KEYS) ? uwsgi_str(getenv(ENV_KEYS)) : NULL;
-	if (old) {
-		char *save = NULL;
-		for (char *k = strtok_r(old, ":", &save); k; k = strtok_r(NULL, ":", &save)) {
-			int keep = 0;
-			size_t kl = strlen(k);
-			for (size_t i = 0; i < h->n_env && !keep; i++)
-				keep = !strncmp(h->env[i], k, kl) && h->env[i][kl] == '=';
-			if (!keep)
-				unsetenv(k);
-		}
-		free(old);
-	}
-	size_t total = 1;
-	for (size_t i = 0; i < h->n_env; i++)
-		total += strlen(h->env[i]) + 1;
-	char *keys = uwsgi_calloc(total);
-	for (size_t i = 0; i < h->n_env; i++) {
-		char *eq = strchr(h->env[i], '=');
-		char *k = uwsgi_concat2n(h->env[i], (int)(eq - h->env[i]), "", 0);
-		if (strcmp(k, ENV_KEYS) != 0 && setenv(k, eq + 1, 1) == 0) {
-			if (keys[0])
-				strcat(keys, ":");
-			strcat(keys, k);
-		}
-		free(k);
-	}
-	setenv(ENV_KEYS, keys, 1);
-	free(keys);
-}
-
 static int wants_env(void)
 {
 	return ud.env != 0;
@@ -303,7 +355,17 @@ static int exec_as_root_runs_helper(void)
 
 static void refuse_root(void)
 {
-	if (ud.allow_root || uwsgi.uid || uwsgi.uidname)
+	if (ud.allow_root)
+		return;
+	/* uid = 0 and uid = root set uidname too: resolve it as uWSGI will. */
+	uid_t uid = uwsgi.uid;
+	if (!uid && uwsgi.uidname) {
+		struct passwd *pw = getpwnam(uwsgi.uidname);
+		char *end;
+		unsigned long n = strtoul(uwsgi.uidname, &end, 10);
+		uid = pw ? pw->pw_uid : (!*end ? (uid_t)n : (uid_t)-1);
+	}
+	if (uid != 0)
 		return;
 	uwsgi_log(LOG_PREFIX "refusing to run app code as root inside image '%s': set uid "
 			     "(and gid), or docker-allow-root = true\n",
@@ -317,16 +379,26 @@ static void docker_jail(int (*start)(void *), char **argv)
 	(void)argv;
 	ud_error e = {0};
 
+	snapshot_host_env();
 	if (ud.image && uwsgi.master_process) {
 		ud.form = 1;
 		refuse_root();
+		/* Mules and spoolers never pass through uWSGI's privileges drop under master-as-root:
+		 * they would run app code as root, on the host. */
+		if (uwsgi.mules_cnt || uwsgi.farms_cnt || uwsgi.spoolers) {
+			uwsgi_log(LOG_PREFIX "docker-image cannot serve mules, farms or spoolers (under "
+					     "master-as-root they would run as root on the host): use "
+					     "exec-as-root = uwsgi-docker-rootfs %s\n",
+				  ud.image);
+			exit(1);
+		}
 		if (run_helper(&ud.h, &e) < 0)
 			fatal(&e);
 		/* uwsgi_setup_inherited_sockets() closes unknown fds after a re-exec reload. */
 		for (int i = 0; i < ud.h.n_fds; i++)
 			uwsgi_add_safe_fd(ud.h.fds[i]);
 		if (wants_env())
-			apply_env(&ud.h);
+			apply_env(&ud.h, 1);
 		if (!uwsgi.master_as_root || !uwsgi.lazy_apps)
 			uwsgi_log(LOG_PREFIX "enabling master-as-root and lazy-apps: the master stays "
 					     "on the host, each worker enters the image\n");
@@ -437,8 +509,11 @@ static void enter_form2(void)
 	chown_sockets();
 	if (ud_handoff_enter(&ud.h, &e) < 0 || ud_chdir_image(ud.h.workdir, &e) < 0)
 		fatal(&e);
+	/* The whole instance is inside, and Python starts after the privileges drop: all of Env. */
 	if (wants_env())
-		apply_env(&ud.h);
+		apply_env(&ud.h, 0);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		fatal_errno("prctl(PR_SET_NO_NEW_PRIVS)");
 	char nsbuf[64];
 	uwsgi_log(LOG_PREFIX "entered image %s (%s), %u layers, namespaces %s\n", ud.h.image,
 		  ud.h.id, ud.h.layers, ns_list(&ud.h, nsbuf, sizeof(nsbuf)));
@@ -456,7 +531,10 @@ static void docker_before_privileges_drop(void)
 		enter_form2();
 		return;
 	}
-	/* Form 1: a worker (or mule), right after fork, as root. The master keeps its copies. */
+	/* Form 1: a worker, right after fork, as root. The master keeps its copies. Gateways
+	 * (http, fastrouter...) come here too under master-as-root: they stay on the host. */
+	if (uwsgi.mywid <= 0)
+		return;
 	ud_error e = {0};
 	if (ud.h.n_fds < 1) {
 		ud_fail(&e, UD_EXIT_HANDOFF, 0, "no namespace to enter for image '%s'", ud.image);
@@ -468,6 +546,12 @@ static void docker_before_privileges_drop(void)
 	/* The master's chdir option names a path for the app: inside the image. */
 	if (ud_chdir_image(uwsgi.chdir ? uwsgi.chdir : ud.h.workdir, &e) < 0)
 		fatal(&e);
+	/* The worker's own environment gets all of Env, for what the app runs inside. */
+	if (wants_env())
+		apply_env(&ud.h, 0);
+	/* The root is nosuid, but binds are not: nothing executed from here on gains privileges. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		fatal_errno("prctl(PR_SET_NO_NEW_PRIVS)");
 	ud.entered = 1;
 	for (int i = 0; i < ud.h.n_fds; i++)
 		ud.h.fds[i] = -1;
@@ -475,8 +559,12 @@ static void docker_before_privileges_drop(void)
 
 static void docker_post_init(void)
 {
-	if (ud.form == 1)
-		chown_sockets();
+	if (ud.form != 1)
+		return;
+	chown_sockets();
+	/* The language plugins have started (and copied the environment): back to the host's. */
+	if (wants_env())
+		restore_host_env();
 }
 
 struct uwsgi_plugin docker_plugin = {

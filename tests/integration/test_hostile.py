@@ -105,3 +105,28 @@ def test_bind_target_through_symlink_write(images, host_guard, scratch):
     if _ok_or_refused(p):
         assert p.stdout == "in\n", describe(p)
         assert sorted(os.listdir(src)) == ["hostfile", "written"]
+
+
+@pytest.fixture
+def steering_image(scratch):
+    """An image whose /appdata is a symlink to /shared: where the operator binds a host dir."""
+    import subprocess
+    from conftest import _busybox_tar, _import
+    from udlib import DOCKER
+    tag = f"udtest-steer-{os.getpid()}:latest"
+    tar = os.path.join(scratch, "steer.tar")
+    _busybox_tar(tar, [("shared", "dir", None), ("appdata", "symlink", "/shared")])
+    _import(tag, tar)
+    yield tag
+    subprocess.run([DOCKER, "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.mark.parametrize("second", [["--tmpfs", "/appdata/cache"],
+                                    ["--ro-bind", "/etc/hostname:/appdata/conf/hostname"]])
+def test_symlink_does_not_steer_mount_points_into_a_bind(host_guard, scratch, steering_image, second):
+    """--bind HOST:/shared plus a mount at /appdata/...: the image's symlink leads the missing mount
+    point into HOST. The helper must not create it there (root-owned files in a host dir)."""
+    src = _src(scratch)
+    p = _run(steering_image, "true", "--bind", f"{src}:/shared", *second)
+    error_line(p, 68)
+    assert sorted(os.listdir(src)) == ["hostfile"], "the helper created files in the bind source"
