@@ -43,6 +43,8 @@ def test_mount_table_inside(images, api):
     mp = by_mountpoint(mounts)
     assert mp["/"].fstype == "overlay"
     assert "rw" in mp["/"].opts
+    # No setuid-root program and no device node from the image takes effect.
+    assert {"nosuid", "nodev"} <= mp["/"].opts, mp["/"]
     assert mp["/proc"].fstype == "proc"
     assert {"nosuid", "nodev", "noexec"} <= mp["/proc"].opts
     assert mp["/dev"].fstype == "tmpfs"

@@ -557,3 +557,89 @@ def test_docker_allow_root_runs_the_app_as_root_and_enters_once(plug, plug_image
             == 1, log
         runs = [l for l in log.splitlines() if l.startswith(f'running "{HELPER} ')]
         assert len(runs) == 1, runs
+
+
+# ---------------------------------------------------------------- the host side stays the host's
+
+def test_image_env_never_steers_the_host_master(plug, plug_images):
+    """An image's Env with UWSGI_* (an option at the master's re-exec), PYTHON* (Python's startup
+    in the master, root on the host) and LD_* keys: kept out of the master, logged once, set in
+    the workers only; harmless keys still reach os.environ. Nothing runs on the host, not even
+    after a full reload."""
+    marker = plug.path("pwned-on-host")
+    tag = PREFIX + "hostile-env:latest"
+    ctx = plug.path("hostile-env")
+    os.mkdir(ctx)
+    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+        f.write(f"FROM {plug_images.v1}\n"
+                f'ENV UWSGI_EXEC_AS_ROOT="touch {marker}" PYTHONPATH=/hostile '
+                f"LD_PRELOAD=/nonexistent.so PYTHONUNBUFFERED=1\n")
+    plug_images.extra_tags.append(tag)
+    udlib.docker("build", "-q", "--network", "none", "-t", tag, ctx,
+                 env=dict(os.environ, DOCKER_BUILDKIT="0"))
+    port = free_port()
+    reload_file = plug.path("reload")
+    _touch(reload_file, time.time() - 100)
+    opts = [(k, tag if k == "docker-image" else v)
+            for k, v in form1_options(plug.workdir, port, plug_images.v1)
+            if k != "touch-reload"] + [("touch-reload", reload_file)]
+    u = plug.start(opts, name="form1")
+    u.wait_ready(port)
+    d = get_json(port, "/")
+    env = d["environ"]
+    assert env.get("GREETING") == "hello-v1" and env.get("PYTHONUNBUFFERED") == "1", env
+    for k in ("UWSGI_EXEC_AS_ROOT", "PYTHONPATH", "LD_PRELOAD"):
+        assert k not in env, f"{k} reached os.environ (it went through the master)"
+    held = [line for line in u.log().splitlines() if "kept out of the master" in line]
+    assert len(held) == 1 and all(k in held[0] for k in ("UWSGI_EXEC_AS_ROOT", "PYTHONPATH",
+                                                           "LD_PRELOAD")), held
+    _touch(reload_file, time.time() + 10)
+    assert wait_for(lambda: _reloads(port) == "1", timeout=40), u.log()[-3000:]
+    get_json(port, "/")
+    assert not os.path.exists(marker), "the image's UWSGI_EXEC_AS_ROOT ran on the host"
+    assert "touch " + marker not in u.log(), u.log()[-3000:]
+    plug.stop_and_check(u)
+
+
+@pytest.mark.parametrize("uid", ["0", "root"])
+def test_uid_naming_root_is_refused(plug, plug_images, uid):
+    port = free_port()
+    opts = [(k, uid if k == "uid" else v) for k, v in form1_options(plug.workdir, port, plug_images.v1)]
+    u = plug.start(opts, name="form1")
+    rc = u.wait_exit(60)
+    log = u.log()
+    assert rc is not None and rc != 0, log
+    assert "spawned uWSGI worker" not in log, log
+    lines = _failure_lines(log)
+    assert len(lines) == 1 and "uid" in lines[0], lines
+    plug.stop_and_check(u, expect_rc=None)
+
+
+def test_form1_refuses_mules(plug, plug_images):
+    """Mules skip uWSGI's privileges drop under master-as-root: they would run as root on the
+    host."""
+    port = free_port()
+    opts = form1_options(plug.workdir, port, plug_images.v1) + [("mules", "1")]
+    u = plug.start(opts, name="form1")
+    rc = u.wait_exit(60)
+    log = u.log()
+    assert rc is not None and rc != 0, log
+    lines = _failure_lines(log)
+    assert len(lines) == 1 and "mule" in lines[0], lines
+    plug.stop_and_check(u, expect_rc=None)
+
+
+def test_form1_http_gateway_stays_on_the_host(plug, plug_images):
+    """A gateway (http router) forks from the master like a worker but must not enter the image:
+    it keeps the host's namespace and forwards to the workers."""
+    port, gw = free_port(), free_port()
+    opts = form1_options(plug.workdir, port, plug_images.v1)
+    sock = dict(opts)["socket"]
+    opts += [("plugin", "http"), ("http", f"127.0.0.1:{gw}"), ("http-to", sock)]
+    u = plug.start(opts, name="form1")
+    u.wait_ready(port)
+    d = get_json(gw, "/")
+    assert d["version"] == "v1" and d["mnt_ns"] != TEST_MNT_NS, d["mnt_ns"]
+    others = [p for p in u.pids() if p != u.pid and ns_of(p) == TEST_MNT_NS]
+    assert others, "no process of the instance besides the master on the host (the gateway)"
+    plug.stop_and_check(u)
