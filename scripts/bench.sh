@@ -22,6 +22,7 @@
 set -euo pipefail
 
 HELPER=${1:?usage: bench.sh HELPER}
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 N=${BENCH_N:-30}
 WARMUP=3
 UWSGI_N=${BENCH_UWSGI_N:-10}
@@ -115,7 +116,7 @@ EOF
 uname_r=$(uname -r)
 docker_v=$("$DOCKER" version --format '{{.Server.Version}}' 2>/dev/null || echo '?')
 
-"$PY" - "$N" "$WARMUP" "$uname_r" "$docker_v" "$IMAGE" \
+PYTHONPATH=$SCRIPTS "$PY" - "$N" "$WARMUP" "$uname_r" "$docker_v" "$IMAGE" \
 	"$HELPER" "$DOCKER" "$script" "$tmp/root" <<'EOF'
 import statistics, subprocess, sys, time
 
@@ -133,16 +134,7 @@ variants = [
      ["/bin/sh", script, docker, image, root]),
 ]
 
-def run_once(argv):
-    t0 = time.perf_counter()
-    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE)
-    dt = (time.perf_counter() - t0) * 1000.0
-    if p.returncode != 0:
-        err = p.stderr.decode(errors="replace").strip().splitlines()
-        sys.exit("bench: run failed (status %d): %s\n  %s"
-                 % (p.returncode, " ".join(argv), err[-1] if err else "(no message)"))
-    return dt
+from benchlib import run_once
 
 load = open("/proc/loadavg").read().split()[0]
 print("bench: %d runs each (round robin) after %d warm-ups; Linux %s, dockerd %s, %s; load %s"
@@ -628,22 +620,13 @@ EOF
 	rm -rf "$ectx"
 fi
 echo
-"$PY" - "$N" "$COLD" "$HELPER" "$DOCKER" "$EXPORT_IMAGE" "$tmp/cache" <<'EOF'
+PYTHONPATH=$SCRIPTS "$PY" - "$N" "$COLD" "$HELPER" "$DOCKER" "$EXPORT_IMAGE" "$tmp/cache" <<'EOF'
 import shutil, statistics, subprocess, sys, time
 
 n, cold_n = int(sys.argv[1]), int(sys.argv[2])
 helper, docker, image, cache = sys.argv[3:7]
 
-def run_once(argv):
-    t0 = time.perf_counter()
-    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE)
-    dt = (time.perf_counter() - t0) * 1000.0
-    if p.returncode != 0:
-        err = p.stderr.decode(errors="replace").strip().splitlines()
-        sys.exit("bench: run failed (status %d): %s\n  %s"
-                 % (p.returncode, " ".join(argv), err[-1] if err else "(no message)"))
-    return dt
+from benchlib import run_once
 
 export = [helper, "--layers", "export", "--cache-dir", cache, image, "--", "/bin/true"]
 cold = []
