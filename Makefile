@@ -87,7 +87,7 @@ check-clang: $(B)/uwsgi.h
 check-unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
-check-integration: $(HELPER)
+check-integration: $(HELPER) $(PLUGIN)
 	UD_HELPER=$(CURDIR)/$(HELPER) $(PYTHON) -m pytest -v -rs tests/integration
 
 demo: deps
