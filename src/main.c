@@ -449,21 +449,81 @@ static int hand_off(int s, const struct ud_image *img, struct ud_ns_fds *ns, ud_
 	return ud_handoff_send(s, &h, e);
 }
 
-/* Off the hot path (/info is slow), so only for --print: the layers must lie in DockerRootDir. */
+/* The layers must lie in the daemon's DockerRootDir. /info costs 5 ms or more (half a start),
+ * so its answers are kept in one small file in /run, a line per daemon socket: the socket's
+ * path, inode and creation time (a restarted daemon makes a new socket), and the root. At most
+ * ROOT_CACHE_MAX lines, the newest first. A stale line can only cost a fresh /info, asked
+ * again before refusing. */
+#define ROOT_CACHE_DIR "/run/uwsgi-docker"
+#define ROOT_CACHE ROOT_CACHE_DIR "/docker-roots"
+#define ROOT_CACHE_MAX 16
+
+static bool under_root(const char *path, const char *root)
+{
+	size_t rl = strlen(root);
+	while (rl > 1 && root[rl - 1] == '/')
+		rl--;
+	return rl > 0 && root[0] == '/' && !strncmp(path, root, rl) && path[rl] == '/';
+}
+
+static void remember_root(const char *key, const char *root)
+{
+	if (mkdir(ROOT_CACHE_DIR, 0700) < 0 && errno != EEXIST)
+		return; /* best effort: a user running --print cannot write here */
+	char tmp[64];
+	snprintf(tmp, sizeof(tmp), ROOT_CACHE ".%d", (int)getpid());
+	FILE *out = fopen(tmp, "wxe");
+	if (!out)
+		return;
+	fprintf(out, "%s %s\n", key, root);
+	FILE *in = fopen(ROOT_CACHE, "re");
+	char line[2048];
+	size_t kl = strlen(key);
+	for (int n = 1; in && n < ROOT_CACHE_MAX && fgets(line, sizeof(line), in);)
+		if (strncmp(line, key, kl) || line[kl] != ' ') {
+			fputs(line, out);
+			n++;
+		}
+	if (in)
+		fclose(in);
+	if (fclose(out) == 0)
+		rename(tmp, ROOT_CACHE);
+	else
+		unlink(tmp);
+}
+
 static int check_docker_root(struct ud_docker *d, const struct ud_image *img, ud_error *e)
 {
+	char key[400] = "", line[2048];
+	struct stat st;
+	if (stat(d->socket_path, &st) == 0 && !strpbrk(d->socket_path, " \n"))
+		snprintf(key, sizeof(key), "%s %lu %lld.%09ld", d->socket_path,
+			 (unsigned long)st.st_ino, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+	FILE *in = key[0] ? fopen(ROOT_CACHE, "re") : NULL;
+	size_t kl = strlen(key);
+	bool hit = false;
+	while (in && !hit && fgets(line, sizeof(line), in)) {
+		line[strcspn(line, "\n")] = '\0';
+		hit = !strncmp(line, key, kl) && line[kl] == ' ' &&
+		      under_root(img->storage_root, line + kl + 1);
+	}
+	if (in)
+		fclose(in);
+	if (hit)
+		return 0;
 	char *desc = NULL, *root = NULL;
 	if (ud_docker_info(d, &desc, &root, e) < 0)
 		return -1;
-	size_t rl = strlen(root);
-	bool under = rl > 0 && !strncmp(img->storage_root, root, rl) && img->storage_root[rl] == '/';
 	free(desc);
-	if (!under)
+	bool ok = under_root(img->storage_root, root);
+	if (ok && key[0] && !strchr(root, '\n'))
+		remember_root(key, root);
+	else if (!ok)
 		ud_fail(e, UD_EXIT_STORAGE, 0,
 			"image '%s': layers in %s, outside the daemon's root directory %s", img->ref,
 			img->storage_root, root);
 	free(root);
-	return under ? 0 : -1;
+	return ok ? 0 : -1;
 }
 
 /* Where the layers come from: the daemon's own overlay directories, or the layer cache. */
@@ -471,7 +531,8 @@ static int resolve_layers(const struct cli *c, struct ud_docker *d, struct ud_im
 			  int *cache_lock, ud_error *e)
 {
 	if (c->layers == UD_LAYERS_DIRECT)
-		return ud_docker_inspect(d, c->o.image, img, e);
+		return ud_docker_inspect(d, c->o.image, img, e) < 0 ? -1
+									: check_docker_root(d, img, e);
 	if (ud_docker_inspect_raw(d, c->o.image, img, e) < 0)
 		return -1;
 	if (c->layers == UD_LAYERS_AUTO) {
@@ -481,7 +542,7 @@ static int resolve_layers(const struct cli *c, struct ud_docker *d, struct ud_im
 		/* EACCES: there, but not for us (--print as a user): still the daemon's dirs. */
 		if (ud_validate_layers(img, &ve) == 0 &&
 		    (stat(img->layers[0], &st) == 0 ? S_ISDIR(st.st_mode) : errno == EACCES))
-			return 0;
+			return check_docker_root(d, img, e);
 	}
 	return ud_cache_prepare(d, img, c->cache_dir, c->print, cache_lock, e);
 }
@@ -531,8 +592,6 @@ int main(int argc, char **argv)
 		goto fail;
 
 	if (c.print) {
-		if (!img.from_cache && check_docker_root(&d, &img, &e) < 0)
-			goto fail;
 		char *json = ud_plan_json(&plan);
 		if (!json) {
 			ud_fail(&e, UD_EXIT_REFUSED, ENOMEM, "out of memory");

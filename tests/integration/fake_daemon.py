@@ -15,6 +15,7 @@ Prints "ready" on stdout once it listens. Every request line it receives is appe
   status500    /_ping fine, everything else 500 {"message": "boom"}
   podman404    /_ping fine, image inspect 404 with Podman's body format
   hang         accepts, reads, never answers
+  otherroot    like version:1.41, but /info's DockerRootDir is not where the layers are
 """
 import json
 import re
@@ -106,6 +107,8 @@ def serve(sock, mode, log, inspect):
 
             if mode.startswith("version:"):
                 api = mode.split(":", 1)[1]
+            elif mode == "otherroot":
+                api = "1.41"
             else:
                 api = "1.47" if mode == "containerd" else "1.41"
             api_hdr = [f"Api-Version: {api}", "Docker-Experimental: false", "Ostype: linux"]
@@ -126,6 +129,8 @@ def serve(sock, mode, log, inspect):
                 continue
             if path == "/info":
                 info = CONTAINERD_INFO if mode == "containerd" else OVERLAY2_INFO
+                if mode == "otherroot":
+                    info = dict(OVERLAY2_INFO, DockerRootDir="/srv/elsewhere/docker")
                 c.send(200, json.dumps(info), headers=api_hdr)
                 continue
             if path.startswith("/images/") and path.endswith("/json"):

@@ -222,6 +222,17 @@ def test_containerd_image_store(images, fake_daemon):
     assert "overlayfs" in line or "containerd" in line, line
 
 
+@pytest.mark.parametrize("mode", [["--layers", "direct"], []])
+def test_layers_outside_docker_root_dir(images, fake_daemon, mode):
+    """Every start checks the layer directories against /info's DockerRootDir (the answer is
+    kept per daemon socket, asked again before refusing)."""
+    sock, log = fake_daemon("otherroot", images.info[images.busybox])
+    line = error_line(run(["-H", sock, *mode, images.busybox, "--", "/bin/true"]), 67)
+    assert "/srv/elsewhere/docker" in line, line
+    reqs = open(log).read()
+    assert "/info" in reqs, reqs
+
+
 def test_podman_style_404(images, fake_daemon):
     """Not found is the status, whatever the body looks like."""
     sock, log = fake_daemon("podman404", images.info[images.busybox])
