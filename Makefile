@@ -45,9 +45,10 @@ $(B)/uwsgi.h:
 	@mkdir -p $(dir $@)
 	$(UWSGI) --dot-h > $@
 
-$(PLUGIN): hooks/docker/docker_plugin.c src/handoff.c src/error.c src/handoff.h src/error.h $(B)/uwsgi.h
-	$(CC) $$($(UWSGI) --cflags) -D_GNU_SOURCE -Werror -I$(B) -Isrc -fPIC -shared -o $@ \
-		hooks/docker/docker_plugin.c src/handoff.c src/error.c
+PLUGIN_SRCS := $(wildcard hooks/docker/*.c) src/handoff.c src/error.c
+$(PLUGIN): $(PLUGIN_SRCS) $(wildcard hooks/docker/*.h) src/handoff.h src/error.h src/util.h $(B)/uwsgi.h
+	$(CC) $$($(UWSGI) --cflags) -D_GNU_SOURCE -Werror -I$(B) -Isrc -Ihooks/docker -fPIC -shared \
+		-o $@ $(PLUGIN_SRCS) -ldl
 
 $(B)/obj/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
@@ -80,7 +81,9 @@ check-clang: $(B)/uwsgi.h
 		clang -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -DUD_VERSION='"x"' \
 			-DFIXTURES='"x"' -Isrc $(shell $(PKG_CONFIG) --cflags $(PKGS)) -fsyntax-only $$f || exit 1; \
 	done
-	clang $$($(UWSGI) --cflags) -D_GNU_SOURCE -Werror -I$(B) -Isrc -fsyntax-only hooks/docker/docker_plugin.c
+	@for f in hooks/docker/*.c; do \
+		clang $$($(UWSGI) --cflags) -D_GNU_SOURCE -Werror -I$(B) -Isrc -Ihooks/docker -fsyntax-only $$f || exit 1; \
+	done
 	@echo "clang: warnings-clean"
 
 

@@ -447,6 +447,24 @@ out:
 	return r;
 }
 
+int ud_handoff_check_foreign(const struct ud_handoff *h, ud_error *e)
+{
+	struct stat own, got;
+	if (stat("/proc/self/ns/mnt", &own) < 0)
+		return ud_fail(e, UD_EXIT_HANDOFF, errno, "stat /proc/self/ns/mnt");
+	for (int i = 0; i < h->n_fds; i++) {
+		if (h->types[i] != CLONE_NEWNS)
+			continue;
+		if (fstat(h->fds[i], &got) < 0)
+			return ud_fail(e, UD_EXIT_HANDOFF, errno, "fstat of the mount namespace");
+		if (got.st_dev == own.st_dev && got.st_ino == own.st_ino)
+			return ud_fail(e, UD_EXIT_HANDOFF, 0,
+				       "the helper handed over this process's own mount namespace, "
+				       "not one with the image as its root: refusing");
+	}
+	return 0;
+}
+
 int ud_handoff_enter(struct ud_handoff *h, ud_error *e)
 {
 	/* The mount namespace goes last: the others need nothing from the filesystem, and entering

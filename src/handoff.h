@@ -49,6 +49,10 @@ int ud_handoff_send(int sock, const struct ud_handoff *h, ud_error *e);
  * duplicate types, CLONE_NEWNS present, payload well-formed. timeout_ms bounds the wait (0: none). */
 int ud_handoff_recv(int sock, struct ud_handoff *h, int timeout_ms, ud_error *e);
 
+/* Refuses a mount namespace that is the caller's own: entering it would leave the caller on
+ * the files it already has (the host's), not the image's. */
+int ud_handoff_check_foreign(const struct ud_handoff *h, ud_error *e);
+
 /* setns() into each fd with its explicit type (mnt last), closing each fd right after. */
 int ud_handoff_enter(struct ud_handoff *h, ud_error *e);
 

@@ -13,48 +13,14 @@
  * whole instance enters. A re-exec from inside the image cannot find the uwsgi binary, so a full
  * reload ends the instance instead (an Emperor respawns it). docker-image without master = true
  * behaves like form 2, with the helper run by the plugin itself. */
-#include <uwsgi.h>
+#include "plugin.h"
 
-#include <grp.h>
-#include <spawn.h>
-#include <sys/prctl.h>
 #include <pwd.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
+#include <sys/prctl.h>
 
-#include "error.h"
-#include "handoff.h"
+#include "appenv.h"
 
-extern struct uwsgi_server uwsgi;
-
-#define LOG_PREFIX "[docker] "
-#define HELPER_NAME "uwsgi-docker-rootfs"
-
-static struct {
-	/* options */
-	char *image;
-	char *rwpath;
-	struct uwsgi_string_list *binds, *ro_binds, *tmpfs;
-	char *unshare;
-	char *hostname;
-	int read_only;
-	char *host;
-	char *helper;
-	int env; /* -1: default (on) */
-	int allow_root;
-	char *timeout;
-	char *mount_api;
-	char *layers;
-	char *cache_dir;
-
-	/* state */
-	int form;     /* 0: unused, 1: master keeps the namespace, 2: the whole instance enters */
-	int sock;     /* form 2: our end of the hand-off socket, -1 */
-	int peer;     /* form 2: the end the hook inherits, -1 */
-	int entered;
-	struct ud_handoff h;
-} ud = {.env = -1, .sock = -1, .peer = -1};
+struct ud_plugin ud = {.env = -1, .sock = -1, .peer = -1, .pidns = UD_PIDNS_INIT};
 
 static struct uwsgi_option docker_options[] = {
 	{"docker-image", required_argument, 0,
@@ -103,221 +69,6 @@ static void fatal_errno(const char *what)
 {
 	uwsgi_log(LOG_PREFIX "%s: %s\n", what, strerror(errno));
 	exit(1);
-}
-
-static int helper_timeout_ms(void)
-{
-	double t = ud.timeout ? atof(ud.timeout) : 10.0;
-	if (!(t > 0))
-		t = 10.0;
-	/* A safety net only: the helper bounds each request and any stall of an export by this
-	 * timeout itself. Resolving takes up to three requests; exporting a large image may take
-	 * minutes of steady progress. */
-	return (int)(t * 1000) * 3 + (ud.layers && !strcmp(ud.layers, "direct") ? 30000 : 600000);
-}
-
-/* argv for the helper (form 1 and docker-image without master). */
-static char **helper_argv(void)
-{
-	size_t n = 32;
-	struct uwsgi_string_list *usl;
-	uwsgi_foreach(usl, ud.binds) n += 2;
-	uwsgi_foreach(usl, ud.ro_binds) n += 2;
-	uwsgi_foreach(usl, ud.tmpfs) n += 2;
-	char **argv = uwsgi_calloc(sizeof(char *) * n);
-	size_t i = 0;
-#define ARG(s) argv[i++] = (s)
-#define OPT(flag, val)                                                                             \
-	do {                                                                                       \
-		if (val) {                                                                         \
-			ARG(flag);                                                                 \
-			ARG(val);                                                                  \
-		}                                                                                  \
-	} while (0)
-	ARG(ud.helper ? ud.helper : HELPER_NAME);
-	OPT("--docker-host", ud.host);
-	OPT("--timeout", ud.timeout);
-	OPT("--rw-path", ud.rwpath);
-	if (ud.read_only)
-		ARG("--read-only");
-	OPT("--mount-api", ud.mount_api);
-	OPT("--layers", ud.layers);
-	OPT("--cache-dir", ud.cache_dir);
-	uwsgi_foreach(usl, ud.binds) OPT("--bind", usl->value);
-	uwsgi_foreach(usl, ud.ro_binds) OPT("--ro-bind", usl->value);
-	uwsgi_foreach(usl, ud.tmpfs) OPT("--tmpfs", usl->value);
-	OPT("--unshare", ud.unshare);
-	OPT("--hostname", ud.hostname);
-	ARG(ud.image);
-#undef OPT
-#undef ARG
-	return argv;
-}
-
-/* The environment the master started with. The helper always runs with it, and in form 1 the
- * master's own environment returns to it once the language plugin has copied the image's Env
- * (Python copies the environment into os.environ once, in the master, at its start): from then
- * on the host side (re-exec on reload, daemons, hooks) never sees the image's values, and a key
- * a newer image dropped is gone after the reload by construction. */
-static char **host_env;
-
-static void snapshot_host_env(void)
-{
-	if (host_env)
-		return;
-	size_t n = 0;
-	while (environ[n])
-		n++;
-	host_env = uwsgi_calloc(sizeof(char *) * (n + 1));
-	for (size_t i = 0; i < n; i++)
-		host_env[i] = uwsgi_str(environ[i]);
-}
-
-static void restore_host_env(void)
-{
-	clearenv();
-	for (char **kv = host_env; kv && *kv; kv++)
-		putenv(*kv);
-}
-
-/* Keys that would steer root code on the host while the image's Env sits in the form 1 master's
- * environment (from the jail callback until post_init): the dynamic linker and libc (glibc's
- * own list of variables unsafe for privileged programs), uWSGI's option parsing, the Docker
- * client, and Python's startup (paths, startup files, warnings filters that import modules). A
- * Python image's PYTHONPATH would otherwise make the master, root on the host, import
- * sitecustomize from a host path the image names (the layer cache's paths are predictable).
- * Workers get them after they entered the image. */
-static int steers_the_host(const char *kv)
-{
-	static const char *const unsafe[] = {
-		"LD_",	      "UWSGI_",	     "DOCKER_",	 "GCONV_PATH=", "GETCONF_DIR=",
-		"GLIBC_TUNABLES=", "HOSTALIASES=", "LOCALDOMAIN=", "LOCPATH=", "MALLOC_",
-		"NIS_PATH=",   "NLSPATH=",    "RESOLV_HOST_CONF=", "RES_OPTIONS=", "TMPDIR=",
-		"TZDIR="};
-	static const char *const python_safe[] = {
-		"PYTHONUNBUFFERED=", "PYTHONDONTWRITEBYTECODE=", "PYTHONIOENCODING=",
-		"PYTHONHASHSEED=",   "PYTHONFAULTHANDLER=",	 "PYTHONUTF8=",
-		"PYTHONOPTIMIZE=",   "PYTHONNOUSERSITE="};
-	for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++)
-		if (!strncmp(kv, unsafe[i], strlen(unsafe[i])))
-			return 1;
-	if (strncmp(kv, "PYTHON", 6) != 0)
-		return 0;
-	for (size_t i = 0; i < sizeof(python_safe) / sizeof(python_safe[0]); i++)
-		if (!strncmp(kv, python_safe[i], strlen(python_safe[i])))
-			return 0;
-	return 1;
-}
-
-/* Sets the image's Env in this process; with master_side, only the keys that cannot steer the
- * host (the others are logged once). */
-static void apply_env(const struct ud_handoff *h, int master_side)
-{
-	char held[512] = "";
-	for (size_t i = 0; i < h->n_env; i++) {
-		const char *kv = h->env[i];
-		char *eq = strchr(kv, '=');
-		if (!eq || eq == kv)
-			continue;
-		char *k = uwsgi_concat2n((char *)kv, (int)(eq - kv), "", 0);
-		if (master_side && steers_the_host(kv)) {
-			if (strlen(held) + strlen(k) + 3 < sizeof(held))
-				strcat(strcat(held, held[0] ? ", " : ""), k);
-		} else {
-			setenv(k, eq + 1, 1);
-		}
-		free(k);
-	}
-	if (held[0])
-		uwsgi_log(LOG_PREFIX "image Env kept out of the master (set in each worker only, "
-				     "not in os.environ): %s\n",
-			  held);
-}
-
-/* The helper's stderr (one line on failure), without its program-name prefix and newline. */
-static void read_helper_message(int fd, char *buf, size_t len)
-{
-	ssize_t n = read(fd, buf, len - 1);
-	buf[n > 0 ? n : 0] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-	static const char prefix[] = HELPER_NAME ": ";
-	if (!strncmp(buf, prefix, sizeof(prefix) - 1))
-		memmove(buf, buf + sizeof(prefix) - 1, strlen(buf) - (sizeof(prefix) - 1) + 1);
-}
-
-/* Runs the helper with one end of a socketpair and receives the namespace. Bounded in time: the
- * helper's own requests time out, and we kill it if it outlives that. Its stderr comes back to us
- * so that a failure makes one log line, ours. */
-static int run_helper(struct ud_handoff *h, ud_error *e)
-{
-	const char *helper = ud.helper ? ud.helper : HELPER_NAME;
-	int sv[2], errp[2];
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return ud_fail(e, UD_EXIT_HANDOFF, errno, "socketpair");
-	if (pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0) {
-		int err = errno;
-		close(sv[0]);
-		close(sv[1]);
-		return ud_fail(e, UD_EXIT_HANDOFF, err, "pipe");
-	}
-	/* Only stdio and the hand-off socket (as fd 3) cross into the helper: uWSGI's listening
-	 * sockets are not CLOEXEC (they survive re-exec reloads). */
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
-	posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
-	posix_spawn_file_actions_addclosefrom_np(&fa, 4);
-	/* The host's environment, whatever the image's Env did to ours. */
-	snapshot_host_env();
-	size_t n_env = 0;
-	while (host_env[n_env])
-		n_env++;
-	char **envp = uwsgi_calloc(sizeof(char *) * (n_env + 2));
-	size_t j = 0;
-	for (size_t i = 0; i < n_env; i++)
-		if (strncmp(host_env[i], "UWSGI_DOCKER_FD=", 16) != 0)
-			envp[j++] = host_env[i];
-	envp[j] = "UWSGI_DOCKER_FD=3";
-	char **argv = helper_argv();
-	pid_t pid;
-	int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, envp);
-	posix_spawn_file_actions_destroy(&fa);
-	free(argv);
-	free(envp);
-	close(sv[1]);
-	close(errp[1]);
-	if (err) {
-		close(sv[0]);
-		close(errp[0]);
-		return ud_fail(e, UD_EXIT_HANDOFF, err, "cannot run %s for image '%s'", helper,
-			       ud.image);
-	}
-	ud_error re = {0};
-	int r = ud_handoff_recv(sv[0], h, helper_timeout_ms(), &re);
-	close(sv[0]);
-	if (r < 0 && re.errnum == ETIMEDOUT)
-		kill(pid, SIGKILL);
-	int status = 0;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	char msg[1024];
-	read_helper_message(errp[0], msg, sizeof(msg));
-	close(errp[0]);
-	if (WIFSIGNALED(status)) {
-		ud_handoff_free(h);
-		return ud_fail(e, UD_EXIT_HANDOFF, 0, "%s was killed by signal %d%s", helper,
-			       WTERMSIG(status), re.errnum == ETIMEDOUT ? " (timed out)" : "");
-	}
-	if (WEXITSTATUS(status) != 0) {
-		ud_handoff_free(h);
-		return ud_fail(e, UD_EXIT_HANDOFF, 0, "%s failed (exit status %d): %s", helper,
-			       WEXITSTATUS(status), msg[0] ? msg : "no message");
-	}
-	if (r < 0) {
-		*e = re;
-		return -1;
-	}
-	return 0;
 }
 
 static char *ns_list(const struct ud_handoff *h, char *buf, size_t len)
@@ -373,87 +124,210 @@ static void refuse_root(void)
 	exit(1);
 }
 
+
+/* The helper is ours to trust only as far as what it hands back is a namespace of its own: a
+ * "helper" that returned our mount namespace would have the workers run on the host's files. */
+static void refuse_own_namespace(const struct ud_handoff *h)
+{
+	ud_error e = {0};
+	if (ud_handoff_check_foreign(h, &e) < 0)
+		fatal(&e);
+}
+
+/* ---------------------------------------------------------------- fork hooks (form 1)
+ *
+ * Only workers go into the PID namespace: gateways (the http router), daemons and cron tasks
+ * forked by the master stay in the host's, and none of them may be visible to the workers (a
+ * same-uid router on the host's filesystem would be a way out through /proc/<pid>/root).
+ * uWSGI announces a worker's fork only to request plugins (uwsgi.p[], pre_uwsgi_fork and
+ * post_uwsgi_fork in uwsgi_respawn_worker); this plugin is a generic one. So it takes one unused
+ * request-plugin slot: a copy of uWSGI's "unconfigured" plugin (requests with that modifier are
+ * still refused the same way) with the two fork hooks added. */
+extern struct uwsgi_plugin unconfigured_plugin;
+static struct uwsgi_plugin fork_hooks;
+
+static void pre_worker_fork(void)
+{
+	ud_error e = {0};
+	if (ud.pidns.gen_fd >= 0 && ud_pidns_enter(&ud.pidns, &e) < 0)
+		fatal(&e);
+}
+
+static void post_worker_fork(int child)
+{
+	ud_error e = {0};
+	if (!child && ud.pidns.gen_fd >= 0 && ud_pidns_leave(&ud.pidns, &e) < 0)
+		fatal(&e);
+}
+
+static void install_fork_hooks(void)
+{
+	for (int i = 0; i < 256; i++)
+		if (uwsgi.p[i] == &fork_hooks)
+			return;
+	for (int i = 255; i >= 0; i--) {
+		if (uwsgi.p[i] != &unconfigured_plugin)
+			continue;
+		fork_hooks = unconfigured_plugin;
+		fork_hooks.name = "docker-worker-pidns";
+		fork_hooks.pre_uwsgi_fork = pre_worker_fork;
+		fork_hooks.post_uwsgi_fork = post_worker_fork;
+		uwsgi.p[i] = &fork_hooks;
+		return;
+	}
+	uwsgi_log(LOG_PREFIX "no free request-plugin slot for the workers' fork hooks\n");
+	exit(1);
+}
+
+static void keep_fd(int fd)
+{
+	/* uwsgi_setup_inherited_sockets() closes unknown fds after a re-exec reload. */
+	if (fd >= 0)
+		uwsgi_add_safe_fd(fd);
+}
+
+/* ---------------------------------------------------------------- form 1: the master stays */
+
+static void jail_form1(void)
+{
+	ud_error e = {0};
+	ud.form = 1;
+	refuse_root();
+	/* Mules and spoolers never pass through uWSGI's privileges drop under master-as-root: they
+	 * would run app code as root, on the host. */
+	if (uwsgi.mules_cnt || uwsgi.farms_cnt || uwsgi.spoolers) {
+		uwsgi_log(LOG_PREFIX "docker-image cannot serve mules, farms or spoolers (under "
+				     "master-as-root they would run as root on the host): use "
+				     "exec-as-root = uwsgi-docker-rootfs %s\n",
+			  ud.image);
+		exit(1);
+	}
+	/* The helper runs in the workers' PID namespace: the /proc it mounts belongs to it. */
+	if (ud_pidns_create(&ud.pidns, &e) < 0)
+		fatal(&e);
+	int r = ud_run_helper(&ud.h, &e);
+	ud_error le = {0};
+	if (ud_pidns_leave(&ud.pidns, &le) < 0)
+		fatal(&le);
+	if (r < 0)
+		fatal(&e);
+	refuse_own_namespace(&ud.h);
+	for (int i = 0; i < ud.h.n_fds; i++)
+		keep_fd(ud.h.fds[i]);
+	keep_fd(ud.pidns.host_fd);
+	keep_fd(ud.pidns.gen_fd);
+	keep_fd(ud.pidns.life_fd);
+	install_fork_hooks();
+	if (!uwsgi.master_as_root || !uwsgi.lazy_apps)
+		uwsgi_log(LOG_PREFIX "enabling master-as-root and lazy-apps: the master stays "
+				     "on the host, each worker enters the image\n");
+	uwsgi.master_as_root = 1;
+	uwsgi.lazy_apps = 1;
+	char nsbuf[64];
+	uwsgi_log(LOG_PREFIX "image %s (%s), %u layers, namespaces %s,pid ready for the "
+			     "workers\n",
+		  ud.h.image, ud.h.id, ud.h.layers, ns_list(&ud.h, nsbuf, sizeof(nsbuf)));
+}
+
+/* ---------------------------------------------------------------- form 2: all of it enters */
+
+/* uWSGI runs exec-as-root hooks with no time limit. A helper that hangs would hold the
+ * instance forever; past the plugin's deadline the instance ends instead, and with it (the
+ * PID namespace's init sees its lifeline close) whatever the hook left running. */
+static struct sigaction hook_old_alarm;
+
+static void hook_deadline(int sig)
+{
+	(void)sig;
+	static const char msg[] = LOG_PREFIX "the exec-as-root helper did not hand over a "
+					     "namespace in time: stopping\n";
+	ssize_t w = write(2, msg, sizeof(msg) - 1);
+	(void)w;
+	_exit(1);
+}
+
+static void arm_hook_deadline(void)
+{
+	struct sigaction sa = {.sa_handler = hook_deadline};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, &hook_old_alarm);
+	alarm((unsigned)ud_helper_deadline_s());
+}
+
+static void disarm_hook_deadline(void)
+{
+	alarm(0);
+	sigaction(SIGALRM, &hook_old_alarm, NULL);
+}
+
+static void add_helper_hook(void)
+{
+	/* docker-image without a master: the helper runs as an exec-as-root hook, like form 2
+	 * written by hand. */
+	char **hargv = ud_helper_argv();
+	char *cmd = uwsgi_str("exec");
+	for (char **a = hargv; *a; a++) {
+		if (strchr(*a, '\'')) {
+			uwsgi_log(LOG_PREFIX "option value with a quote: %s\n", *a);
+			exit(1);
+		}
+		char *q = uwsgi_concat3(" '", *a, "'");
+		char *n = uwsgi_concat2(cmd, q);
+		free(cmd);
+		free(q);
+		cmd = n;
+	}
+	free(hargv);
+	uwsgi_string_new_list(&uwsgi.exec_as_root, cmd);
+}
+
+static void jail_form2(void)
+{
+	ud_error e = {0};
+	ud.form = 2;
+	refuse_root();
+	/* Without a master the process that serves is the first one, and it cannot be moved
+	 * into a PID namespace: it would see the host's processes. */
+	if (!uwsgi.master_process) {
+		uwsgi_log(LOG_PREFIX "the docker plugin needs master = true (the processes that "
+				     "serve from image '%s' live in a PID namespace, and only the "
+				     "master's children can be put there)\n",
+			  ud.image ? ud.image : "(exec-as-root)");
+		exit(1);
+	}
+	/* Every process the master forks from now on (the hook and its helper, the workers) is
+	 * in the instance's own PID namespace. */
+	if (ud_pidns_create(&ud.pidns, &e) < 0)
+		fatal(&e);
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		fatal_errno("socketpair()");
+	ud.sock = sv[0];
+	/* The hook's /bin/sh -c must inherit this end. */
+	ud.peer = dup(sv[1]);
+	close(sv[1]);
+	if (ud.peer < 0)
+		fatal_errno("dup()");
+	char num[16];
+	snprintf(num, sizeof(num), "%d", ud.peer);
+	setenv("UWSGI_DOCKER_FD", num, 1);
+	if (ud.image)
+		add_helper_hook();
+	if (!uwsgi.exit_on_reload)
+		uwsgi_log(LOG_PREFIX "the whole instance enters the image: a full reload will "
+				     "end it (exit-on-reload), for the Emperor to respawn\n");
+	uwsgi.exit_on_reload = 1;
+	arm_hook_deadline();
+}
+
 static void docker_jail(int (*start)(void *), char **argv)
 {
 	(void)start;
 	(void)argv;
-	ud_error e = {0};
-
-	snapshot_host_env();
-	if (ud.image && uwsgi.master_process) {
-		ud.form = 1;
-		refuse_root();
-		/* Mules and spoolers never pass through uWSGI's privileges drop under master-as-root:
-		 * they would run app code as root, on the host. */
-		if (uwsgi.mules_cnt || uwsgi.farms_cnt || uwsgi.spoolers) {
-			uwsgi_log(LOG_PREFIX "docker-image cannot serve mules, farms or spoolers (under "
-					     "master-as-root they would run as root on the host): use "
-					     "exec-as-root = uwsgi-docker-rootfs %s\n",
-				  ud.image);
-			exit(1);
-		}
-		if (run_helper(&ud.h, &e) < 0)
-			fatal(&e);
-		/* uwsgi_setup_inherited_sockets() closes unknown fds after a re-exec reload. */
-		for (int i = 0; i < ud.h.n_fds; i++)
-			uwsgi_add_safe_fd(ud.h.fds[i]);
-		if (wants_env())
-			apply_env(&ud.h, 1);
-		if (!uwsgi.master_as_root || !uwsgi.lazy_apps)
-			uwsgi_log(LOG_PREFIX "enabling master-as-root and lazy-apps: the master stays "
-					     "on the host, each worker enters the image\n");
-		uwsgi.master_as_root = 1;
-		uwsgi.lazy_apps = 1;
-		char nsbuf[64];
-		uwsgi_log(LOG_PREFIX "image %s (%s), %u layers, namespaces %s ready for the "
-				     "workers\n",
-			  ud.h.image, ud.h.id, ud.h.layers, ns_list(&ud.h, nsbuf, sizeof(nsbuf)));
-		return;
-	}
-
-	if (ud.image || exec_as_root_runs_helper()) {
-		ud.form = 2;
-		refuse_root();
-		int sv[2];
-		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-			uwsgi_error("[docker] socketpair()");
-			exit(1);
-		}
-		ud.sock = sv[0];
-		/* The hook's /bin/sh -c must inherit this end. */
-		ud.peer = dup(sv[1]);
-		close(sv[1]);
-		if (ud.peer < 0) {
-			uwsgi_error("[docker] dup()");
-			exit(1);
-		}
-		char num[16];
-		snprintf(num, sizeof(num), "%d", ud.peer);
-		setenv("UWSGI_DOCKER_FD", num, 1);
-		if (ud.image) {
-			/* docker-image without a master: the helper runs as an exec-as-root hook,
-			 * like form 2 written by hand. */
-			char **hargv = helper_argv();
-			char *cmd = uwsgi_str("exec");
-			for (char **a = hargv; *a; a++) {
-				char *q = uwsgi_concat3(" '", *a, "'");
-				if (strchr(*a, '\'')) {
-					uwsgi_log(LOG_PREFIX "option value with a quote: %s\n", *a);
-					exit(1);
-				}
-				char *n = uwsgi_concat2(cmd, q);
-				free(cmd);
-				free(q);
-				cmd = n;
-			}
-			free(hargv);
-			uwsgi_string_new_list(&uwsgi.exec_as_root, cmd);
-		}
-		if (!uwsgi.exit_on_reload)
-			uwsgi_log(LOG_PREFIX "the whole instance enters the image: a full reload will "
-					     "end it (exit-on-reload), for the Emperor to respawn\n");
-		uwsgi.exit_on_reload = 1;
-	}
+	if (ud.image && uwsgi.master_process)
+		jail_form1();
+	else if (ud.image || exec_as_root_runs_helper())
+		jail_form2();
 }
 
 /* Unix sockets bound as root (form 1: by the master; form 2: by us before entering) go to the
@@ -487,9 +361,30 @@ static void chown_sockets(void)
 				uwsgi_error_realpath(s->name);
 }
 
+/* ---------------------------------------------------------------- entering */
+
+/* This process (a form 1 worker, or the form 2 master) goes into the image: groups looked up on
+ * the host first, then the namespaces, then the rest inside. */
+static void enter_image(const char *chdir_to)
+{
+	ud_error e = {0};
+	struct ud_creds cr;
+	if (ud_creds_resolve(&cr, &e) < 0 || ud_handoff_enter(&ud.h, &e) < 0 ||
+	    ud_creds_apply(&cr, &e) < 0 || ud_chdir_image(chdir_to, &e) < 0)
+		fatal(&e);
+	ud_creds_free(&cr);
+	if (wants_env() && ud_appenv_apply(ud.h.env, ud.h.n_env, &e) < 0)
+		fatal(&e);
+	/* The root is nosuid, but binds are not: nothing executed from here on gains privileges. */
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		fatal_errno("prctl(PR_SET_NO_NEW_PRIVS)");
+	ud.entered = 1;
+}
+
 static void enter_form2(void)
 {
 	ud_error e = {0};
+	disarm_hook_deadline();
 	close(ud.peer);
 	ud.peer = -1;
 	unsetenv("UWSGI_DOCKER_FD");
@@ -503,24 +398,20 @@ static void enter_form2(void)
 	}
 	close(ud.sock);
 	ud.sock = -1;
+	refuse_own_namespace(&ud.h);
 	/* Sockets are bound now, on the host, where nginx looks for them; uWSGI skips bound ones
 	 * later. */
 	uwsgi_bind_sockets();
 	chown_sockets();
-	if (ud_handoff_enter(&ud.h, &e) < 0 || ud_chdir_image(ud.h.workdir, &e) < 0)
-		fatal(&e);
-	/* The whole instance is inside, and Python starts after the privileges drop: all of Env. */
-	if (wants_env())
-		apply_env(&ud.h, 0);
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		fatal_errno("prctl(PR_SET_NO_NEW_PRIVS)");
+	/* The whole instance is inside, and Python starts after the privileges drop: the C
+	 * environment is all it needs. */
+	enter_image(ud.h.workdir);
 	char nsbuf[64];
-	uwsgi_log(LOG_PREFIX "entered image %s (%s), %u layers, namespaces %s\n", ud.h.image,
+	uwsgi_log(LOG_PREFIX "entered image %s (%s), %u layers, namespaces %s,pid\n", ud.h.image,
 		  ud.h.id, ud.h.layers, ns_list(&ud.h, nsbuf, sizeof(nsbuf)));
 	/* uWSGI runs as-root hooks again on later uwsgi_as_root() calls (no uid): the helper is
 	 * not inside the image, and we are in already. */
 	uwsgi.exec_as_root = NULL;
-	ud.entered = 1;
 }
 
 static void docker_before_privileges_drop(void)
@@ -535,36 +426,29 @@ static void docker_before_privileges_drop(void)
 	 * (http, fastrouter...) come here too under master-as-root: they stay on the host. */
 	if (uwsgi.mywid <= 0)
 		return;
-	ud_error e = {0};
 	if (ud.h.n_fds < 1) {
+		ud_error e = {0};
 		ud_fail(&e, UD_EXIT_HANDOFF, 0, "no namespace to enter for image '%s'", ud.image);
 		fatal(&e);
 	}
-	struct ud_handoff mine = ud.h;
-	if (ud_handoff_enter(&mine, &e) < 0)
-		fatal(&e);
+	ud_pidns_close(&ud.pidns);
 	/* The master's chdir option names a path for the app: inside the image. */
-	if (ud_chdir_image(uwsgi.chdir ? uwsgi.chdir : ud.h.workdir, &e) < 0)
+	enter_image(uwsgi.chdir ? uwsgi.chdir : ud.h.workdir);
+}
+
+/* A worker, after the language plugins' own post_fork: Python copied the environment into
+ * os.environ in the master, at its start; the app must see this worker's, the image's. */
+static void docker_post_fork(void)
+{
+	ud_error e = {0};
+	if (ud.form == 1 && ud.entered && wants_env() && ud_appenv_refresh_runtimes(&e) < 0)
 		fatal(&e);
-	/* The worker's own environment gets all of Env, for what the app runs inside. */
-	if (wants_env())
-		apply_env(&ud.h, 0);
-	/* The root is nosuid, but binds are not: nothing executed from here on gains privileges. */
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		fatal_errno("prctl(PR_SET_NO_NEW_PRIVS)");
-	ud.entered = 1;
-	for (int i = 0; i < ud.h.n_fds; i++)
-		ud.h.fds[i] = -1;
 }
 
 static void docker_post_init(void)
 {
-	if (ud.form != 1)
-		return;
-	chown_sockets();
-	/* The language plugins have started (and copied the environment): back to the host's. */
-	if (wants_env())
-		restore_host_env();
+	if (ud.form == 1)
+		chown_sockets();
 }
 
 struct uwsgi_plugin docker_plugin = {
@@ -572,5 +456,6 @@ struct uwsgi_plugin docker_plugin = {
 	.options = docker_options,
 	.jail = docker_jail,
 	.before_privileges_drop = docker_before_privileges_drop,
+	.post_fork = docker_post_fork,
 	.post_init = docker_post_init,
 };

@@ -539,6 +539,27 @@ class RequestLoop(threading.Thread):
         assert not self.is_alive(), "the request loop did not stop"
 
 
+# The plugin's init of the workers' PID namespace (pid 1 there) is a child of the master too.
+INIT_COMM = "uwsgi-docker-in"  # "uwsgi-docker-init", as the kernel keeps it (15 bytes)
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def inner_pid(pid):
+    """pid as the process itself sees it (the last NSpid: workers live in a PID namespace)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    raise AssertionError(f"no NSpid for {pid}")
+
+
 def cmdline(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

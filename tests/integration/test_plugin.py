@@ -18,7 +18,7 @@ import pytest
 
 import udlib
 from plugin_support import (HELPER, NOBODY, NOGROUP, PREFIX, TEST_MNT_NS, Harness, RequestLoop,
-                            all_pids, cmdline, form1_options, form2_options, free_port,
+                            INIT_COMM, all_pids, cmdline, comm, form1_options, inner_pid, form2_options, free_port,
                             get_json, mounts_of_type, ns_fds, ns_of, parse_http,
                             plug_images, uwsgi_request, wait_for)
 
@@ -46,7 +46,8 @@ def _touch(path, mtime=None):
 
 def _workers(u):
     """Live worker pids of a plain (non-Emperor) instance: its master's children that are
-    uWSGI processes (the helper, while it runs, is a child too)."""
+    uWSGI processes (the helper, while it runs, is a child too, and so is the init of the
+    workers' PID namespace)."""
     out = []
     for p in u.pids():
         try:
@@ -56,7 +57,7 @@ def _workers(u):
         except OSError:
             continue
         if int(rest[1]) == u.pid and rest[0] != "Z" and "uwsgi" in cmdline(p) \
-                and "uwsgi-docker-rootfs" not in cmdline(p):
+                and "uwsgi-docker-rootfs" not in cmdline(p) and comm(p) != INIT_COMM:
             out.append(p)
     return sorted(out)
 
@@ -126,7 +127,7 @@ def test_serves_from_the_image(plug, plug_images, form):
     rc = plug.stop_and_check(u, lazy=(form == "form1"))
     assert rc == 0
     # one log line per entry: image, id, layer count, namespaces
-    entry = f"{img} ({info['Id']}), {len(udlib.layer_dirs(info))} layers, namespaces mnt"
+    entry = f"{img} ({info['Id']}), {len(udlib.layer_dirs(info))} layers, namespaces mnt,pid"
     if form == "form1":
         lines = [l for l in _docker_lines(u.log()) if l.startswith("[docker] image ")]
         assert lines == [f"[docker] image {entry} ready for the workers"], lines
@@ -184,7 +185,7 @@ def test_form1_touch_workers_reload(plug, plug_images):
     for _ in range(20):
         d = get_json(port)
         assert d["version"] == "v1" and d["uid"] == NOBODY
-        assert d["pid"] in new
+        assert d["pid"] in {inner_pid(p) for p in new}
     assert ns_of(u.pid) == TEST_MNT_NS
     assert "UWSGI_RELOADS" in d["environ"] and d["environ"]["UWSGI_RELOADS"] == "0", \
         "a workers reload must not re-exec the master"
@@ -247,14 +248,16 @@ def test_form1_reload_onto_retagged_image_without_failed_requests(plug, plug_ima
                     f"{u.log()[-3000:]}"
         generations.add(get_json(port)["mnt_ns"])
 
-    # after them: the master (host) and its two workers (one image namespace), nothing else
+    # after them: the master (host), its two workers (one image namespace) and the init of
+    # their PID namespace; nothing else (no earlier generation's init)
     def settled():
         w = _workers(u)
-        return w if len(w) == 2 and len(u.pids()) == 3 else None
+        inits = [p for p in u.pids() if comm(p) == INIT_COMM]
+        return w if len(w) == 2 and len(inits) == 1 and len(u.pids()) == 4 else None
     workers = wait_for(settled, timeout=20)
     assert workers, f"expected the master and 2 workers, found {[(p, cmdline(p)) for p in u.pids()]}"
     current = ns_of(workers[0])
-    namespaces = {ns_of(p) for p in u.pids()}
+    namespaces = {ns_of(p) for p in u.pids() if comm(p) != INIT_COMM}
     assert namespaces == {TEST_MNT_NS, current}, namespaces
     held = ns_fds(u.pid)
     assert held == {current: 1}, f"the master holds these namespace fds: {dict(held)} " \
@@ -402,23 +405,22 @@ def test_form2_missing_image_stops_before_the_app_loads(plug, plug_images):
 
 # ---------------------------------------------------------------- docker-image without a master
 
-def test_docker_image_without_master_behaves_like_form2(plug, plug_images):
-    """`docker-image` with no master: the whole instance enters (as form 2 does)."""
+@pytest.mark.parametrize("form", FORMS)
+def test_without_master_is_refused(plug, plug_images, form):
+    """With no master the serving process is the first one, which cannot be put into a PID
+    namespace (it would see the host's processes): refused before any app code, one line."""
     port = free_port()
-    opts = [(k, v) for k, v in form1_options(plug.workdir, port, plug_images.v1)
+    opts = [(k, v) for k, v in OPTIONS[form](plug.workdir, port, plug_images.v1)
             if k not in ("master", "processes", "touch-reload", "touch-workers-reload")]
     opts += [("master", "false"), ("processes", "1")]
     u = plug.start(opts, name="nomaster")
-    d = u.wait_ready(port)
-    assert d["version"] == "v1" and d["only_in_image"] == "image-only-content"
-    assert d["uid"] == NOBODY and d["cwd"] == "/srv"
-    assert d["environ"].get("GREETING") == "hello-v1"
-    assert ns_of(u.pid) == d["mnt_ns"] != TEST_MNT_NS
-    st = os.stat(plug.path("app.sock"))
-    assert (st.st_uid, st.st_gid) == (NOBODY, NOGROUP)
-    # without a master, SIGINT ends the single process with uWSGI's "end" code (30), as it does
-    # for plain uWSGI on the host
-    plug.stop_and_check(u, expect_rc=30, lazy=False)
+    rc = u.wait_exit(60)
+    log = u.log()
+    assert rc is not None and rc != 0, log
+    assert "WSGI app 0" not in log and "running \"" not in log, log
+    lines = _failure_lines(log)
+    assert len(lines) == 1 and "master = true" in lines[0], lines
+    plug.stop_and_check(u, expect_rc=None, lazy=False)
 
 
 # ---------------------------------------------------------------- options mirroring the helper's
@@ -563,13 +565,14 @@ def test_docker_allow_root_runs_the_app_as_root_and_enters_once(plug, plug_image
 
 def test_image_env_never_steers_the_host_master(plug, plug_images):
     """An image's Env with UWSGI_* (an option at the master's re-exec), PYTHON* (Python's startup
-    in the master, root on the host) and LD_* keys: kept out of the master, logged once, set in
-    the workers only; harmless keys still reach os.environ. Nothing runs on the host, not even
-    after a full reload."""
+    in the master, root on the host) and LD_* keys: the master never sees them, the app sees all
+    of Env exactly. Nothing runs on the host, not even after a full reload."""
     marker = plug.path("pwned-on-host")
     tag = PREFIX + "hostile-env:latest"
     ctx = plug.path("hostile-env")
     os.mkdir(ctx)
+    hostile = {"UWSGI_EXEC_AS_ROOT": f"touch {marker}", "PYTHONPATH": "/hostile",
+               "LD_PRELOAD": "/nonexistent.so", "PYTHONUNBUFFERED": "1"}
     with open(os.path.join(ctx, "Dockerfile"), "w") as f:
         f.write(f"FROM {plug_images.v1}\n"
                 f'ENV UWSGI_EXEC_AS_ROOT="touch {marker}" PYTHONPATH=/hostile '
@@ -587,12 +590,11 @@ def test_image_env_never_steers_the_host_master(plug, plug_images):
     u.wait_ready(port)
     d = get_json(port, "/")
     env = d["environ"]
-    assert env.get("GREETING") == "hello-v1" and env.get("PYTHONUNBUFFERED") == "1", env
-    for k in ("UWSGI_EXEC_AS_ROOT", "PYTHONPATH", "LD_PRELOAD"):
-        assert k not in env, f"{k} reached os.environ (it went through the master)"
-    held = [line for line in u.log().splitlines() if "kept out of the master" in line]
-    assert len(held) == 1 and all(k in held[0] for k in ("UWSGI_EXEC_AS_ROOT", "PYTHONPATH",
-                                                           "LD_PRELOAD")), held
+    assert env.get("GREETING") == "hello-v1", env
+    for k, v in hostile.items():
+        assert env.get(k) == v, (k, env)
+    # the master's Python never had them: nothing was held back, nothing to log
+    assert "kept out of the master" not in u.log()
     _touch(reload_file, time.time() + 10)
     assert wait_for(lambda: _reloads(port) == "1", timeout=40), u.log()[-3000:]
     get_json(port, "/")

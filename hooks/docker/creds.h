@@ -1,0 +1,26 @@
+/* The workers' groups, computed on the host. */
+#ifndef UD_CREDS_H
+#define UD_CREDS_H
+
+#include <sys/types.h>
+
+#include "error.h"
+
+struct ud_creds {
+	gid_t gid;
+	gid_t *groups; /* supplementary groups, malloc'ed */
+	int n_groups;
+	int active; /* 0: nothing to do (no gid, uid root) */
+};
+
+/* Before entering: the gid and supplementary groups uWSGI would give uid/gid (initgroups, or
+ * add-gid), looked up in the host's user database. */
+int ud_creds_resolve(struct ud_creds *c, ud_error *e);
+
+/* After entering, before uWSGI drops privileges: sets them, and keeps uWSGI from computing them
+ * again inside the image (where /etc/group is the image's). */
+int ud_creds_apply(struct ud_creds *c, ud_error *e);
+
+void ud_creds_free(struct ud_creds *c);
+
+#endif
