@@ -260,8 +260,12 @@ def test_form1_reload_onto_retagged_image_without_failed_requests(plug, plug_ima
     namespaces = {ns_of(p) for p in u.pids() if comm(p) != INIT_COMM}
     assert namespaces == {TEST_MNT_NS, current}, namespaces
     held = ns_fds(u.pid)
-    assert held == {current: 1}, f"the master holds these namespace fds: {dict(held)} " \
-                                 f"(only the current generation's mnt namespace expected)"
+    mnt_held = {k: v for k, v in held.items() if k.startswith("mnt:")}
+    pid_held = {k: v for k, v in held.items() if k.startswith("pid:")}
+    assert mnt_held == {current: 1} and len(pid_held) == 2 and \
+        sum(held.values()) == 3, \
+        f"the master holds these namespace fds: {dict(held)} (only the current generation's " \
+        f"mnt namespace, its own PID namespace and the workers' expected)"
     assert mounts_of_type({"overlay", "nsfs"}) == overlay_nsfs_before
     old = generations - {current}
     in_old = [(p, cmdline(p), ns_of(p)) for p in all_pids() if ns_of(p) in old
