@@ -66,6 +66,12 @@ JSON = {
     "inspect": '{"Id":"sha256:%s","Config":{"Env":["A=b"],"WorkingDir":"/w"},'
                '"GraphDriver":{"Name":"overlay2","Data":{"UpperDir":"/s/a/diff",'
                '"LowerDir":"/s/b/diff:/s/c/diff"}},"RootFS":{"Layers":["sha256:%s"]}}' % (HEX, HEX),
+    # one wrong type each, past the top level (tests/fixtures has the top-level ones)
+    "env-entry-number": '{"Id":"x","Config":{"Env":["A=b",1]}}',
+    "data-array": '{"Id":"x","GraphDriver":{"Name":"overlay2","Data":[]}}',
+    "layers-string": '{"Id":"x","RootFS":{"Layers":"sha256:x"}}',
+    "status-shapes": '{"Driver":"overlayfs","DriverStatus":[1,[],["driver-type",null],'
+                     '["driver-type","containerd"]]}',
 }
 
 for name, doc in JSON.items():
