@@ -35,7 +35,8 @@ PLUGIN := $(B)/docker_plugin.so
 # uWSGI's plugin directory, from its build flags: -DUWSGI_PLUGIN_DIR="\"/usr/lib/uwsgi/plugins\""
 PLUGIN_DIR ?= $(shell $(UWSGI) --cflags 2>/dev/null | sed -n 's/.*-DUWSGI_PLUGIN_DIR=[\\"]*\([^\\"]*\).*/\1/p')
 
-.PHONY: all install deps check check-clang check-unit check-integration demo bench clean format
+.PHONY: all install deps check check-clang check-unit check-unit-san check-integration fuzz demo bench \
+	clean format
 all: $(HELPER) $(PLUGIN)
 
 # The plugin is compiled directly against the running uWSGI's own header and flags
@@ -73,11 +74,11 @@ deps:
 	bash scripts/deps.sh
 
 check: deps
-	$(MAKE) check-clang check-unit check-integration
+	$(MAKE) check-clang check-unit check-unit-san check-integration
 
 # Warnings-clean under clang too (gcc builds everything above).
 check-clang: $(B)/uwsgi.h
-	@for f in src/*.c tests/unit/*.c; do \
+	@for f in src/*.c tests/unit/*.c tests/fuzz/*.c; do \
 		clang -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -DUD_VERSION='"x"' \
 			-DFIXTURES='"x"' -Isrc $(shell $(PKG_CONFIG) --cflags $(PKGS)) -fsyntax-only $$f || exit 1; \
 	done
@@ -90,8 +91,41 @@ check-clang: $(B)/uwsgi.h
 check-unit: $(UNIT_BINS)
 	@rc=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
+# The unit tests once more under ASan/UBSan, built into build-san/ (`make check` runs both).
+ifeq ($(SANITIZE),1)
+check-unit-san: check-unit
+else
+check-unit-san:
+	$(MAKE) SANITIZE=1 check-unit
+endif
+
 check-integration: $(HELPER) $(PLUGIN)
 	UD_HELPER=$(CURDIR)/$(HELPER) $(PYTHON) -m pytest -v -rs tests/integration
+
+# libFuzzer targets (tests/fuzz/README): clang only, with ASan and UBSan, built into build-fuzz/.
+# `make fuzz` replays tests/fuzz/regressions/, then runs each target FUZZ_SECONDS (0: seeds only).
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FZ := build-fuzz
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)
+FUZZ_OBJS := $(LIB_SRCS:src/%.c=$(FZ)/obj/%.o)
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -Wshadow -Wformat=2 \
+	       -fno-omit-frame-pointer -fno-sanitize-recover=all -DUD_VERSION='"fuzz"' -Isrc \
+	       $(shell $(PKG_CONFIG) --cflags $(PKGS))
+
+# Kept between runs (make would delete them as intermediate files of the pattern rule below).
+.SECONDARY: $(FUZZ_OBJS)
+
+$(FZ)/obj/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+
+$(FZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_OBJS) $(LDLIBS)
+
+fuzz: $(FUZZ_BINS)
+	bash tests/fuzz/run.sh $(FZ) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 demo: deps
 	$(MAKE) all
@@ -102,7 +136,7 @@ bench: deps
 	bash scripts/bench.sh $(CURDIR)/$(HELPER)
 
 format:
-	clang-format -i src/*.c src/*.h tests/unit/*.c
+	clang-format -i src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c tests/fuzz/*.h
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz

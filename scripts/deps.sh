@@ -12,8 +12,9 @@ export NEEDRESTART_SUSPEND=1  # no needrestart prompts or noise
 PACKAGES=(
 	# build (curl: the daemon check below)
 	curl build-essential pkg-config libcurl4-openssl-dev libjson-c-dev libmount-dev
-	# tests, docs, formatting
-	libcmocka-dev python3-pytest mandoc clang clang-format
+	# tests, docs, formatting (libclang-rt-14-dev: clang's libFuzzer and sanitizer runtimes, which
+	# clang only recommends; gcc's ASan/UBSan come with build-essential)
+	libcmocka-dev python3-pytest mandoc clang libclang-rt-14-dev clang-format
 	# the daemon, test images, nsenter/unshare
 	docker.io busybox-static util-linux
 	# real uWSGI for the plugin tests

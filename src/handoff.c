@@ -113,6 +113,9 @@ int ud_handoff_encode(const struct ud_handoff *h, unsigned char **out, size_t *o
 	for (size_t i = 0; i < h->n_env; i++)
 		if (add_kv(&buf, &len, &cap, "env", h->env[i], e) < 0)
 			return -1;
+	/* add_kv() bounds the whole message; the receiver bounds the payload alone. */
+	if (len - hdr > UD_HANDOFF_MAX_PAYLOAD)
+		return ud_fail(e, UD_EXIT_HANDOFF, E2BIG, "hand-off payload too large");
 	memcpy(buf, UD_HANDOFF_MAGIC, 4);
 	put16(buf + 4, UD_HANDOFF_VERSION);
 	put16(buf + 6, (uint16_t)h->n_fds);
