@@ -112,6 +112,9 @@ int ud_trusted_dir(const char *path, bool create, ud_error *e)
 		if (check_dir(fd, sofar, !last, e) < 0)
 			return -1;
 	}
+	/* The cache itself (also when the path ends in "." or is "/"): no sticky exception. */
+	if (check_dir(fd, *sofar ? sofar : "/", false, e) < 0)
+		return -1;
 	return ud_steal_fd(&fd);
 }
 
