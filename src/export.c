@@ -478,8 +478,8 @@ struct tally {
 static int over_limit(const char *layer, const char *what, uint64_t limit, const char *option,
 		      ud_error *e)
 {
-	return ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: more than %" PRIu64 " %s (%s)", layer,
-		       limit, what, option);
+	return ud_fail(e, UD_EXIT_STORAGE, 0, "%s: the layer has more than %" PRIu64 " %s (%s)",
+		       layer, limit, what, option);
 }
 
 /* Refused before anything of the member is written: names that do not fit (they would be cut
