@@ -7,6 +7,7 @@
 
 #include <cmocka.h>
 
+#include "cache_trust.h"
 #include "export.h"
 
 static void test_member_names(void **state)
@@ -98,6 +99,24 @@ static void test_sizes(void **state)
 		assert_int_equal(ud_parse_size(bad[i], &v), -1);
 }
 
+static void test_record_names(void **state)
+{
+	(void)state;
+	bool valid = true;
+	static const char *const junk[] = {"mnt-", "mnt-x", "prune.lock", "mnt-12-abc-3",
+					   "mnt-12-0123456789abcdef0123456789abcdef-"};
+	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+		assert_false(ud_mntns_record_alive(junk[i], &valid));
+		assert_false(valid);
+	}
+	/* Another boot's record is dead whatever its inode. */
+	assert_false(ud_mntns_record_alive("mnt-1-00000000000000000000000000000000-7", &valid));
+	assert_true(valid);
+	/* The previous format: the inode alone (this one is nobody's). */
+	assert_false(ud_mntns_record_alive("mnt-1", &valid));
+	assert_true(valid);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -106,6 +125,7 @@ int main(void)
 		cmocka_unit_test(test_cache_paths),
 		cmocka_unit_test(test_name_fits),
 		cmocka_unit_test(test_sizes),
+		cmocka_unit_test(test_record_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
