@@ -8,14 +8,16 @@
  *   <cache>/tmp/<pid>.XXXXXX  layers being unpacked; renamed into sha256/ only when complete and
  *                             verified, so a crash never leaves a half layer where it is used
  *   <cache>/locks/<hex>.lock  held while a layer is being unpacked: helpers wait for each other
- *   <cache>/users/mnt-<ino>   the layers a mount namespace uses, for --cache-prune
+ *   <cache>/users/mnt-<ino>-<boot id>-<mount namespace id>
+ *                             the layers a mount namespace uses, for --cache-prune
  *   <cache>/prune.lock        shared by helpers from lookup to record, exclusive by a prune
  *
  * The export is read as it arrives: the outer archive (docker-archive or OCI layout) through
  * libarchive, each layer through a second reader that only decompresses (gzip, zstd or none) so
  * that its bytes can be hashed, and a third that reads those bytes as tar. Layer members are
  * hostile: names are checked, nothing is written through a symlink, hard links stay inside, and
- * the layer lands in the cache only if its digest is the diffID the image config names. */
+ * the layer lands in the cache only if its digest is the diffID the image config names. Every
+ * directory of the cache, and every one above it, is root's alone (cache_trust.c). */
 #include "export.h"
 
 #include <archive.h>
@@ -25,6 +27,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <openssl/evp.h>
 #include <signal.h>
@@ -38,6 +42,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "cache_trust.h"
 #include "util.h"
 
 #define HEX_LEN 64
@@ -90,6 +95,19 @@ bool ud_member_name_safe(const char *name)
 	}
 }
 
+bool ud_name_fits(const char *name)
+{
+	if (strlen(name) >= PATH_MAX)
+		return false;
+	for (const char *p = name; *p;) {
+		size_t n = strcspn(p, "/");
+		if (n > NAME_MAX)
+			return false;
+		p += n + strspn(p + n, "/");
+	}
+	return true;
+}
+
 int ud_whiteout_kind(const char *name, size_t *target_off)
 {
 	const char *base = strrchr(name, '/');
@@ -113,6 +131,7 @@ int ud_whiteout_kind(const char *name, size_t *target_off)
 	X(archive_entry_set_hardlink) \
 	X(archive_entry_set_pathname) \
 	X(archive_entry_size) \
+	X(archive_entry_symlink) \
 	X(archive_entry_xattr_add_entry) \
 	X(archive_entry_xattr_clear) \
 	X(archive_entry_xattr_next) \
@@ -227,29 +246,37 @@ static void cache_close(struct cache *c)
 static int cache_open(struct cache *c, const char *dir, ud_error *e)
 {
 	*c = (struct cache){.dir = dir, .fd = -1, .sha_fd = -1, .tmp_fd = -1, .locks_fd = -1, .l_fd = -1};
-	char failed[4096];
-	if (ud_mkdir_p(dir, 0700, failed, sizeof(failed)) < 0)
-		return ud_fail(e, UD_EXIT_STORAGE, errno, "creating %s", failed);
-	c->fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (c->fd < 0)
-		return ud_fail(e, UD_EXIT_STORAGE, errno, "opening layer cache %s", dir);
-	static const char *const subs[] = {"sha256", "tmp", "locks", "l", "users"};
-	for (size_t i = 0; i < UD_ARRAY_SIZE(subs); i++)
-		if (mkdirat(c->fd, subs[i], 0700) < 0 && errno != EEXIST)
-			return ud_fail(e, UD_EXIT_STORAGE, errno, "creating %s/%s", dir, subs[i]);
-	c->sha_fd = openat(c->fd, "sha256", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	c->tmp_fd = openat(c->fd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	c->locks_fd = openat(c->fd, "locks", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	c->l_fd = openat(c->fd, "l", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (c->sha_fd < 0 || c->tmp_fd < 0 || c->locks_fd < 0 || c->l_fd < 0)
-		return ud_fail(e, UD_EXIT_STORAGE, errno, "opening layer cache %s", dir);
+	if ((c->fd = ud_trusted_dir(dir, true, e)) < 0)
+		return -1;
+	ud_autoclose int users = ud_trusted_subdir(c->fd, dir, "users", true, O_PATH, e);
+	if (users < 0 ||
+	    (c->sha_fd = ud_trusted_subdir(c->fd, dir, "sha256", true, O_RDONLY, e)) < 0 ||
+	    (c->tmp_fd = ud_trusted_subdir(c->fd, dir, "tmp", true, O_RDONLY, e)) < 0 ||
+	    (c->locks_fd = ud_trusted_subdir(c->fd, dir, "locks", true, O_PATH, e)) < 0 ||
+	    (c->l_fd = ud_trusted_subdir(c->fd, dir, "l", true, O_PATH, e)) < 0)
+		return -1;
 	return 0;
+}
+
+/* 1: sha256/<hex> is there, root's and writable by root alone (as we make them); 0: missing. */
+static int layer_state(const struct cache *c, const char *hex, ud_error *e)
+{
+	struct stat st;
+	if (fstatat(c->sha_fd, hex, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0
+				       : ud_fail(e, UD_EXIT_STORAGE, errno, "layer cache %s/sha256/%s",
+						 c->dir, hex);
+	if (!S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)))
+		return ud_fail(e, UD_EXIT_STORAGE, 0,
+			       "layer cache: %s/sha256/%s is not a directory of root's alone "
+			       "(uid %u, mode %04o; refused)",
+			       c->dir, hex, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+	return 1;
 }
 
 static bool cached(const struct cache *c, const char *hex)
 {
-	struct stat st;
-	return fstatat(c->sha_fd, hex, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+	return layer_state(c, hex, NULL) == 1;
 }
 
 /* A tmp entry is stale when nobody holds its lock (the unpacking helper keeps an flock on the
@@ -443,6 +470,68 @@ static const char *strip_dot_slash(const char *p)
 	return p;
 }
 
+/* What one layer has unpacked so far, against ud_cache_limits. */
+struct tally {
+	uint64_t files, bytes, apparent;
+};
+
+static int over_limit(const char *layer, const char *what, uint64_t limit, const char *option,
+		      ud_error *e)
+{
+	return ud_fail(e, UD_EXIT_STORAGE, 0, "%s: the layer has more than %" PRIu64 " %s (%s)",
+		       layer, limit, what, option);
+}
+
+/* Refused before anything of the member is written: names that do not fit (they would be cut
+ * short), and a member past the number or apparent-size limit. */
+static int check_member(struct archive_entry *ent, struct tally *t, const char *layer,
+			ud_error *e)
+{
+	const char *names[3] = {la.archive_entry_pathname(ent), la.archive_entry_hardlink(ent),
+				la.archive_entry_symlink(ent)};
+	static const char *const kinds[3] = {"member name", "hard link target",
+					     "symbolic link target"};
+	for (int i = 0; i < 3; i++)
+		if (names[i] && !ud_name_fits(names[i]))
+			return ud_fail(e, UD_EXIT_STORAGE, 0,
+				       "layer %s: %s '%.80s...' (%zu bytes) is longer than PATH_MAX "
+				       "(%d) or has a component longer than NAME_MAX (%d)",
+				       layer, kinds[i], names[i], strlen(names[i]), PATH_MAX,
+				       NAME_MAX);
+	const struct ud_cache_limits *l = &ud_cache_limits;
+	if (++t->files > l->max_files)
+		return over_limit(layer, "members", l->max_files, "--cache-max-files", e);
+	la_int64_t size = la.archive_entry_size(ent);
+	if (la.archive_entry_filetype(ent) == AE_IFREG && size > 0 &&
+	    (t->apparent += (uint64_t)size) > l->max_apparent)
+		return over_limit(layer, "bytes of apparent file size", l->max_apparent,
+				  "--cache-max-apparent", e);
+	return 0;
+}
+
+/* Copies the current member's data; sparse members keep their holes. */
+static int copy_data(struct archive *in, struct archive *out, struct tally *t, const char *layer,
+		     const char *name, ud_error *e)
+{
+	const void *buf;
+	size_t size;
+	la_int64_t offset;
+	int d;
+	while ((d = la.archive_read_data_block(in, &buf, &size, &offset)) == ARCHIVE_OK) {
+		if ((t->bytes += size) > ud_cache_limits.max_bytes)
+			return over_limit(layer, "bytes of data", ud_cache_limits.max_bytes,
+					  "--cache-max-bytes", e);
+		if (la.archive_write_data_block(out, buf, size, offset) < ARCHIVE_WARN)
+			return ud_fail(e, UD_EXIT_STORAGE, la.archive_errno(out) > 0 ? la.archive_errno(out) : 0,
+				       "layer %s: member '%s': %s", layer, name,
+				       la.archive_error_string(out));
+	}
+	if (d != ARCHIVE_EOF)
+		return ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", layer, name,
+			       la.archive_error_string(in));
+	return 0;
+}
+
 /* Extracts the tar in `in` (already positioned) into rootfd, which is also our cwd. */
 static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_error *e)
 {
@@ -457,6 +546,7 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 						    ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
 	struct whiteout *wo = NULL;
 	size_t n_wo = 0;
+	struct tally tally = {0};
 	int r = 0;
 	for (;;) {
 		struct archive_entry *ent;
@@ -466,6 +556,10 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 		if (h < ARCHIVE_WARN) {
 			r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: broken tar: %s", layer,
 				    la.archive_error_string(in));
+			break;
+		}
+		if (check_member(ent, &tally, layer, e) < 0) {
+			r = -1;
 			break;
 		}
 		/* Copies: setting the entry's names below would overwrite the strings that
@@ -537,21 +631,9 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 				    la.archive_error_string(out));
 			break;
 		}
-		if (la.archive_entry_size(ent) > 0) {
-			const void *buf;
-			size_t size;
-			la_int64_t offset;
-			int d;
-			while ((d = la.archive_read_data_block(in, &buf, &size, &offset)) == ARCHIVE_OK)
-				if (la.archive_write_data_block(out, buf, size, offset) < ARCHIVE_WARN) {
-					d = ARCHIVE_FATAL;
-					break;
-				}
-			if (d != ARCHIVE_EOF) {
-				r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", layer,
-					    name, la.archive_error_string(in));
-				break;
-			}
+		if (la.archive_entry_size(ent) > 0 && copy_data(in, out, &tally, layer, name, e) < 0) {
+			r = -1;
+			break;
 		}
 		if (la.archive_write_finish_entry(out) < ARCHIVE_WARN) {
 			r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", layer, name,
@@ -580,29 +662,23 @@ static void hex_of(const unsigned char *md, char *out)
 static int unpack_layer(struct archive *outer, struct cache *c, struct want *w, const char *what,
 			bool must_be_layer, ud_error *e)
 {
-	char tmpname[64];
-	snprintf(tmpname, sizeof(tmpname), "%d.XXXXXX", (int)getpid());
-	char tmppath[4200];
-	snprintf(tmppath, sizeof(tmppath), "%s/tmp/%s", c->dir, tmpname);
-	if (!mkdtemp(tmppath))
-		return ud_fail(e, UD_EXIT_STORAGE, errno, "creating a layer directory in %s/tmp",
-			       c->dir);
-	const char *tmpbase = strrchr(tmppath, '/') + 1;
-	ud_autoclose int rootfd = open(tmppath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	char tmpbase[64];
+	ud_autoclose int rootfd = ud_mkdtemp_at(c->tmp_fd, tmpbase, sizeof(tmpbase), e);
+	if (rootfd < 0)
+		return -1;
 	ud_autoclose int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	/* Held until the end: this tmp dir is not stale while we are alive (see clean_stale_tmp). */
-	if (rootfd >= 0)
-		flock(rootfd, LOCK_EX);
+	flock(rootfd, LOCK_EX);
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	struct archive *raw = la.archive_read_new(), *tar = la.archive_read_new();
 	int r = -1;
-	if (rootfd < 0 || cwd < 0 || !md || !raw || !tar) {
+	if (cwd < 0 || !md || !raw || !tar) {
 		ud_fail(e, UD_EXIT_STORAGE, errno, "preparing to unpack %s", what);
 		goto out;
 	}
 	/* libarchive's disk writer works on paths relative to the cwd. */
 	if (fchmod(rootfd, 0755) < 0 || fchdir(rootfd) < 0) {
-		ud_fail(e, UD_EXIT_STORAGE, errno, "entering %s", tmppath);
+		ud_fail(e, UD_EXIT_STORAGE, errno, "entering %s/tmp/%s", c->dir, tmpbase);
 		goto out;
 	}
 	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
@@ -929,7 +1005,10 @@ int ud_cache_prepare(struct ud_docker *d, struct ud_image *img, const char *cach
 	}
 	for (size_t i = 0; i < img->n_diff_ids; i++) {
 		const char *hex = digest_hex(img->diff_ids[i]);
-		if (!cached(&c, hex) && want_index(&w, hex) < 0)
+		int st = layer_state(&c, hex, e);
+		if (st < 0)
+			goto out;
+		if (!st && want_index(&w, hex) < 0)
 			w.hex[w.n++] = (char *)hex;
 	}
 	if (w.n == 0) {
@@ -953,9 +1032,13 @@ int ud_cache_prepare(struct ud_docker *d, struct ud_image *img, const char *cach
 		locks[n_locks++] = fd;
 	}
 	size_t still = 0;
-	for (size_t i = 0; i < w.n; i++)
-		if (!cached(&c, w.hex[i]))
+	for (size_t i = 0; i < w.n; i++) {
+		int st = layer_state(&c, w.hex[i], e);
+		if (st < 0)
+			goto unlock;
+		if (!st)
 			w.hex[still++] = w.hex[i];
+	}
 	w.n = still;
 	clean_stale_tmp(&c);
 	r = w.n ? export_layers(d, img, &c, &w, e) : 0;
@@ -974,19 +1057,15 @@ out:
 
 int ud_cache_users_dir(const char *cache, ud_error *e)
 {
-	char p[1200];
-	snprintf(p, sizeof(p), "%s/users", cache);
-	int fd = open(p, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	return fd >= 0 ? fd : ud_fail(e, UD_EXIT_STORAGE, errno, "opening %s", p);
+	ud_autoclose int fd = ud_trusted_dir(cache, false, e);
+	return fd < 0 ? -1 : ud_trusted_subdir(fd, cache, "users", false, O_PATH, e);
 }
 
 int ud_cache_record_use(int users_dir, const struct ud_image *img, int mnt_ns_fd, ud_error *e)
 {
-	struct stat st;
-	if (fstat(mnt_ns_fd, &st) < 0)
-		return ud_fail(e, UD_EXIT_STORAGE, errno, "fstat of the mount namespace");
-	char name[64];
-	snprintf(name, sizeof(name), "mnt-%lu", (unsigned long)st.st_ino);
+	char name[128];
+	if (ud_mntns_record_name(mnt_ns_fd, name, sizeof(name), e) < 0)
+		return -1;
 	ud_autoclose int fd =
 		openat(users_dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
@@ -998,54 +1077,6 @@ int ud_cache_record_use(int users_dir, const struct ud_image *img, int mnt_ns_fd
 }
 
 /* ---------------------------------------------------------------- prune */
-
-/* Is the mount namespace with this inode alive? Seen from the host: as the namespace of a
- * process, as an fd some process holds (a uWSGI master), or pinned by an nsfs bind mount. A
- * reused inode number only makes us keep layers longer, never remove one in use. */
-static bool ns_alive(unsigned long ino)
-{
-	char id[64], buf[128];
-	snprintf(id, sizeof(id), "mnt:[%lu]", ino);
-	FILE *mi = fopen("/proc/self/mountinfo", "re");
-	if (mi) {
-		char line[4096], needle[80];
-		snprintf(needle, sizeof(needle), " %s ", id);
-		bool found = false;
-		while (!found && fgets(line, sizeof(line), mi))
-			found = strstr(line, needle) && strstr(line, " - nsfs ");
-		fclose(mi);
-		if (found)
-			return true;
-	}
-	DIR *proc = opendir("/proc");
-	if (!proc)
-		return true; /* cannot tell: keep */
-	bool found = false;
-	struct dirent *de;
-	while (!found && (de = readdir(proc))) {
-		if (!isdigit((unsigned char)de->d_name[0]))
-			continue;
-		char path[300];
-		snprintf(path, sizeof(path), "/proc/%s/ns/mnt", de->d_name);
-		ssize_t n = readlink(path, buf, sizeof(buf) - 1);
-		if (n > 0 && (buf[n] = '\0', !strcmp(buf, id)))
-			found = true;
-		snprintf(path, sizeof(path), "/proc/%s/fd", de->d_name);
-		DIR *fds = found ? NULL : opendir(path);
-		struct dirent *fe;
-		while (fds && !found && (fe = readdir(fds))) {
-			char fpath[600];
-			snprintf(fpath, sizeof(fpath), "%s/%s", path, fe->d_name);
-			n = readlink(fpath, buf, sizeof(buf) - 1);
-			if (n > 0 && (buf[n] = '\0', !strcmp(buf, id)))
-				found = true;
-		}
-		if (fds)
-			closedir(fds);
-	}
-	closedir(proc);
-	return found;
-}
 
 struct hexset {
 	char **v;
@@ -1126,11 +1157,11 @@ int ud_cache_prune(struct ud_docker *d, const char *cache, FILE *out, ud_error *
 	DIR *ud = ufd >= 0 ? fdopendir(ufd) : NULL;
 	struct dirent *de;
 	while (ud && (de = readdir(ud))) {
-		unsigned long ino;
-		char tail;
-		if (sscanf(de->d_name, "mnt-%lu%c", &ino, &tail) != 1)
+		bool valid;
+		bool alive = ud_mntns_record_alive(de->d_name, &valid);
+		if (!valid)
 			continue;
-		if (!ns_alive(ino)) {
+		if (!alive) {
 			unlinkat(ufd, de->d_name, 0);
 			continue;
 		}

@@ -3,12 +3,18 @@
 #ifndef UD_EXPORT_H
 #define UD_EXPORT_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "docker.h"
 #include "error.h"
 
 #define UD_DEFAULT_CACHE "/var/lib/uwsgi-docker/layers"
+
+/* Per layer: a Debian image with Python has about 10,000 members, big ones 200,000. */
+#define UD_DEFAULT_MAX_FILES 1000000ULL
+#define UD_DEFAULT_MAX_BYTES (16ULL << 30)
+#define UD_DEFAULT_MAX_APPARENT (16ULL << 30)
 
 enum ud_layers_mode {
 	UD_LAYERS_AUTO,   /* the daemon's overlay dirs when usable, else export */
@@ -35,7 +41,17 @@ int ud_cache_record_use(int users_dir, const struct ud_image *img, int mnt_ns_fd
 /* --cache-prune: removes layers no image refers to and no live namespace uses. */
 int ud_cache_prune(struct ud_docker *d, const char *cache, FILE *out, ud_error *e);
 
+/* --cache-max-files, --cache-max-bytes, --cache-max-apparent (option is the name without
+ * "--"): sets the limit for every layer unpacked from now on. */
+int ud_cache_limit_option(const char *option, const char *arg, ud_error *e);
+
 /* ---- pure parts, unit-tested ---- */
+
+/* "123", "16G", "512MiB", "2KB" (powers of 1024) → bytes; -1 for 0, garbage or overflow. */
+int ud_parse_size(const char *s, uint64_t *out);
+
+/* A member name or link target fits: shorter than PATH_MAX, no component longer than NAME_MAX. */
+bool ud_name_fits(const char *name);
 
 /* A tar member name is acceptable inside a layer: relative, no ".." component, not empty. */
 bool ud_member_name_safe(const char *name);

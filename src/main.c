@@ -46,6 +46,11 @@ static const char usage_text[] =
 	"      --layers MODE        Where the layers come from: auto, direct or export\n"
 	"      --cache-dir DIR      The layer cache for exported images\n"
 	"      --cache-prune        Remove cached layers no image and no live namespace uses\n"
+	"      --cache-max-files N  Most members one layer may have (default 1000000)\n"
+	"      --cache-max-bytes SIZE\n"
+	"                           Most data one layer may write (default 16G)\n"
+	"      --cache-max-apparent SIZE\n"
+	"                           Most file size, holes included, per layer (default 16G)\n"
 	"      --no-proc            Do not mount /proc\n"
 	"      --no-dev             Do not mount /dev\n"
 	"      --no-sys             Do not mount /sys\n"
@@ -81,6 +86,9 @@ enum {
 	OPT_LAYERS,
 	OPT_CACHE_DIR,
 	OPT_CACHE_PRUNE,
+	OPT_CACHE_MAX_FILES,
+	OPT_CACHE_MAX_BYTES,
+	OPT_CACHE_MAX_APPARENT,
 };
 
 struct cli {
@@ -160,6 +168,9 @@ static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
 		{"layers", required_argument, NULL, OPT_LAYERS},
 		{"cache-dir", required_argument, NULL, OPT_CACHE_DIR},
 		{"cache-prune", no_argument, NULL, OPT_CACHE_PRUNE},
+		{"cache-max-files", required_argument, NULL, OPT_CACHE_MAX_FILES},
+		{"cache-max-bytes", required_argument, NULL, OPT_CACHE_MAX_BYTES},
+		{"cache-max-apparent", required_argument, NULL, OPT_CACHE_MAX_APPARENT},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -270,6 +281,15 @@ static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
 			break;
 		case OPT_CACHE_PRUNE:
 			c->prune = true;
+			break;
+		case OPT_CACHE_MAX_FILES:
+		case OPT_CACHE_MAX_BYTES:
+		case OPT_CACHE_MAX_APPARENT:
+			if (ud_cache_limit_option(ch == OPT_CACHE_MAX_FILES   ? "cache-max-files"
+						  : ch == OPT_CACHE_MAX_BYTES ? "cache-max-bytes"
+									      : "cache-max-apparent",
+						  optarg, e) < 0)
+				return -1;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);

@@ -105,6 +105,18 @@ class LayerBuilder:
         self.tar.addfile(ti)
         return self
 
+    def sparse(self, name, realsize, data=b"", mode=0o644, **kw):
+        """A PAX 1.0 sparse member (what `tar --sparse` writes): `data` at offset 0, then a
+        hole up to `realsize`. Only the map block and `data` travel in the archive."""
+        ti = _info(f"GNUSparseFile.0/{name.rsplit('/', 1)[-1]}", tarfile.REGTYPE, mode, **kw)
+        ti.pax_headers = {**ti.pax_headers, "GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                          "GNU.sparse.name": name, "GNU.sparse.realsize": str(realsize)}
+        smap = f"1\n0\n{len(data)}\n".encode()
+        smap += b"\0" * (-len(smap) % 512)
+        ti.size = len(smap) + len(data)
+        self.tar.addfile(ti, io.BytesIO(smap + data))
+        return self
+
     def fifo(self, name, mode=0o644, **kw):
         self.tar.addfile(_info(name, tarfile.FIFOTYPE, mode, **kw))
         return self

@@ -1,0 +1,352 @@
+/* Whom the layer cache trusts, and how it tells namespaces apart.
+ *
+ * The cache holds layers that the helper mounts as images, as root: whoever can write to the
+ * cache directory, or to any directory above it, can swap in a layer of their own under a real
+ * diffID (nothing re-hashes a cached layer). So, as ssh's StrictModes does for ~/.ssh, every
+ * directory from / down to the cache and inside it must be root's and writable by root alone;
+ * the walk never follows a symlink and each check is an fstat of the descriptor it then uses. */
+#include "cache_trust.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/types.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "export.h"
+#include "util.h"
+
+#ifndef NS_GET_MNTNS_ID
+#define NS_GET_MNTNS_ID _IOR(0xb7, 0x5, __u64)
+#endif
+
+struct ud_cache_limits ud_cache_limits = {
+	.max_files = UD_DEFAULT_MAX_FILES,
+	.max_bytes = UD_DEFAULT_MAX_BYTES,
+	.max_apparent = UD_DEFAULT_MAX_APPARENT,
+};
+
+/* fd is the directory `what` (a path, for the message); sticky_ok for the ones above the cache. */
+static int check_dir(int fd, const char *what, bool sticky_ok, ud_error *e)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return ud_fail(e, UD_EXIT_STORAGE, errno, "layer cache: fstat of %s", what);
+	if (S_ISLNK(st.st_mode))
+		return ud_fail(e, UD_EXIT_STORAGE, 0,
+			       "layer cache: %s is a symbolic link (refused: give the real path)",
+			       what);
+	if (!S_ISDIR(st.st_mode))
+		return ud_fail(e, UD_EXIT_STORAGE, ENOTDIR, "layer cache: %s", what);
+	if (st.st_uid != 0)
+		return ud_fail(e, UD_EXIT_STORAGE, 0,
+			       "layer cache: %s is owned by uid %u, not root (refused: another user "
+			       "could replace cached layers)",
+			       what, (unsigned)st.st_uid);
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(sticky_ok && (st.st_mode & S_ISVTX)))
+		return ud_fail(e, UD_EXIT_STORAGE, 0,
+			       "layer cache: %s is writable by %s (mode %04o; refused: another user "
+			       "could replace cached layers)",
+			       what, st.st_mode & S_IWOTH ? "others" : "its group",
+			       (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
+/* openat(dirfd, name) of a directory, no symlink followed; a symlink is opened as itself (O_PATH)
+ * so that check_dir() can name it. */
+static int open_dir_nofollow(int dirfd, const char *name, int flags)
+{
+	int fd = openat(dirfd, name, flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && (errno == ELOOP || errno == ENOTDIR))
+		fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	return fd;
+}
+
+int ud_trusted_dir(const char *path, bool create, ud_error *e)
+{
+	if (path[0] != '/' || strlen(path) >= 4096)
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--cache-dir '%s': expected an absolute path",
+			       path);
+	ud_autoclose int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || check_dir(fd, "/", true, e) < 0)
+		return fd < 0 ? ud_fail(e, UD_EXIT_STORAGE, errno, "opening /") : -1;
+	char sofar[4096] = "";
+	size_t len = 0;
+	for (const char *p = path; *p;) {
+		while (*p == '/')
+			p++;
+		size_t n = strcspn(p, "/");
+		if (n == 0)
+			break;
+		char name[256];
+		if (n >= sizeof(name))
+			return ud_fail(e, UD_EXIT_STORAGE, ENAMETOOLONG, "layer cache %s", path);
+		memcpy(name, p, n);
+		name[n] = '\0';
+		p += n;
+		if (!strcmp(name, "."))
+			continue;
+		if (!strcmp(name, ".."))
+			return ud_fail(e, UD_EXIT_USAGE, 0, "--cache-dir '%s': '..' is not allowed",
+				       path);
+		len += (size_t)snprintf(sofar + len, sizeof(sofar) - len, "/%s", name);
+		bool last = strspn(p, "/") == strlen(p);
+		int next = open_dir_nofollow(fd, name, O_PATH);
+		if (next < 0 && errno == ENOENT && create) {
+			if (mkdirat(fd, name, 0700) < 0 && errno != EEXIST)
+				return ud_fail(e, UD_EXIT_STORAGE, errno, "creating %s", sofar);
+			next = open_dir_nofollow(fd, name, O_PATH);
+		}
+		if (next < 0)
+			return ud_fail(e, UD_EXIT_STORAGE, errno, "opening layer cache %s", sofar);
+		ud_closep(&fd);
+		fd = next;
+		if (check_dir(fd, sofar, !last, e) < 0)
+			return -1;
+	}
+	/* The cache itself (also when the path ends in "." or is "/"): no sticky exception. */
+	if (check_dir(fd, *sofar ? sofar : "/", false, e) < 0)
+		return -1;
+	return ud_steal_fd(&fd);
+}
+
+int ud_trusted_subdir(int dirfd, const char *cache, const char *name, bool create, int flags,
+		      ud_error *e)
+{
+	if (create && mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+		return ud_fail(e, UD_EXIT_STORAGE, errno, "creating %s/%s", cache, name);
+	ud_autoclose int fd = open_dir_nofollow(dirfd, name, flags);
+	char what[1200];
+	snprintf(what, sizeof(what), "%s/%s", cache, name);
+	if (fd < 0)
+		return ud_fail(e, UD_EXIT_STORAGE, errno, "opening %s", what);
+	if (check_dir(fd, what, false, e) < 0)
+		return -1;
+	return ud_steal_fd(&fd);
+}
+
+int ud_mkdtemp_at(int dirfd, char *name, size_t len, ud_error *e)
+{
+	static const char alnum[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+	for (int tries = 0; tries < 100; tries++) {
+		unsigned char rnd[8];
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			return ud_fail(e, UD_EXIT_STORAGE, errno, "getrandom");
+		char suffix[sizeof(rnd) + 1];
+		for (size_t i = 0; i < sizeof(rnd); i++)
+			suffix[i] = alnum[rnd[i] % (sizeof(alnum) - 1)];
+		suffix[sizeof(rnd)] = '\0';
+		snprintf(name, len, "%d.%s", (int)getpid(), suffix);
+		if (mkdirat(dirfd, name, 0700) < 0) {
+			if (errno == EEXIST)
+				continue;
+			return ud_fail(e, UD_EXIT_STORAGE, errno, "creating a layer directory in tmp/");
+		}
+		ud_autoclose int fd = open_dir_nofollow(dirfd, name, O_RDONLY);
+		if (fd < 0)
+			return ud_fail(e, UD_EXIT_STORAGE, errno, "opening tmp/%s", name);
+		if (check_dir(fd, name, false, e) < 0)
+			return -1;
+		return ud_steal_fd(&fd);
+	}
+	return ud_fail(e, UD_EXIT_STORAGE, EEXIST, "creating a layer directory in tmp/");
+}
+
+/* ---------------------------------------------------------------- use records */
+
+/* The boot id without dashes (32 hex): namespace ids and inodes start over at each boot. */
+static void boot_id(char out[33])
+{
+	char raw[64] = "";
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+	if (f) {
+		if (!fgets(raw, sizeof(raw), f))
+			raw[0] = '\0';
+		fclose(f);
+	}
+	size_t n = 0;
+	for (const char *p = raw; *p && n < 32; p++)
+		if (isxdigit((unsigned char)*p))
+			out[n++] = *p;
+	while (n < 32)
+		out[n++] = '0';
+	out[32] = '\0';
+}
+
+static uint64_t mntns_id(int fd)
+{
+	__u64 id = 0;
+	return ioctl(fd, NS_GET_MNTNS_ID, &id) == 0 ? (uint64_t)id : 0;
+}
+
+int ud_mntns_record_name(int ns_fd, char *buf, size_t len, ud_error *e)
+{
+	struct stat st;
+	if (fstat(ns_fd, &st) < 0)
+		return ud_fail(e, UD_EXIT_STORAGE, errno, "fstat of the mount namespace");
+	char boot[33];
+	boot_id(boot);
+	snprintf(buf, len, "mnt-%lu-%s-%" PRIu64, (unsigned long)st.st_ino, boot, mntns_id(ns_fd));
+	return 0;
+}
+
+struct ns_want {
+	char link[64]; /* "mnt:[<inode>]" */
+	uint64_t id;   /* 0: the inode alone decides */
+};
+
+/* path is an nsfs file whose namespace has the wanted inode: is it the wanted namespace? */
+static bool same_ns(const char *path, const struct ns_want *w)
+{
+	if (!w->id)
+		return true;
+	ud_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false; /* gone meanwhile */
+	uint64_t id = mntns_id(fd);
+	return id == 0 || id == w->id; /* 0: cannot tell, keep */
+}
+
+static bool link_is(const char *path, const struct ns_want *w)
+{
+	char buf[128];
+	ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+	return n > 0 && (buf[n] = '\0', !strcmp(buf, w->link)) && same_ns(path, w);
+}
+
+/* mountinfo escapes ' ', '\t', '\n' and '\\' as \ooo. */
+static void unescape(char *s)
+{
+	char *o = s;
+	for (char *p = s; *p; p++) {
+		if (p[0] == '\\' && isdigit((unsigned char)p[1]) && isdigit((unsigned char)p[2]) &&
+		    isdigit((unsigned char)p[3])) {
+			*o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+			p += 3;
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = '\0';
+}
+
+/* An nsfs bind mount (a --pin) in our mount table. */
+static bool pinned(const struct ns_want *w)
+{
+	FILE *mi = fopen("/proc/self/mountinfo", "re");
+	if (!mi)
+		return false;
+	char line[8192], root[128], point[4096];
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), mi)) {
+		if (!strstr(line, " - nsfs ") ||
+		    sscanf(line, "%*s %*s %*s %127s %4095s", root, point) != 2 || strcmp(root, w->link))
+			continue;
+		unescape(point);
+		found = same_ns(point, w);
+	}
+	fclose(mi);
+	return found;
+}
+
+static bool held_by_process(const struct ns_want *w)
+{
+	DIR *proc = opendir("/proc");
+	if (!proc)
+		return true; /* cannot tell: keep */
+	bool found = false;
+	struct dirent *de;
+	while (!found && (de = readdir(proc))) {
+		if (!isdigit((unsigned char)de->d_name[0]))
+			continue;
+		char path[300];
+		snprintf(path, sizeof(path), "/proc/%s/ns/mnt", de->d_name);
+		found = link_is(path, w);
+		snprintf(path, sizeof(path), "/proc/%s/fd", de->d_name);
+		DIR *fds = found ? NULL : opendir(path);
+		struct dirent *fe;
+		while (fds && !found && (fe = readdir(fds))) {
+			char fpath[600];
+			snprintf(fpath, sizeof(fpath), "%s/%s", path, fe->d_name);
+			found = link_is(fpath, w);
+		}
+		if (fds)
+			closedir(fds);
+	}
+	closedir(proc);
+	return found;
+}
+
+bool ud_mntns_record_alive(const char *name, bool *valid)
+{
+	unsigned long ino;
+	char boot[33], tail;
+	uint64_t id = 0;
+	int n = sscanf(name, "mnt-%lu-%32[0-9a-f]-%" SCNu64 "%c", &ino, boot, &id, &tail);
+	*valid = n == 3 && strlen(boot) == 32;
+	if (!*valid) {
+		/* a record of the previous format, "mnt-<inode>": the inode alone */
+		*valid = sscanf(name, "mnt-%lu%c", &ino, &tail) == 1;
+		id = 0;
+		if (!*valid)
+			return false;
+	} else {
+		char now[33];
+		boot_id(now);
+		if (strcmp(now, boot) != 0)
+			return false;
+	}
+	struct ns_want w = {.id = id};
+	snprintf(w.link, sizeof(w.link), "mnt:[%lu]", ino);
+	return pinned(&w) || held_by_process(&w);
+}
+
+/* ---------------------------------------------------------------- limits */
+
+int ud_parse_size(const char *s, uint64_t *out)
+{
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -1;
+	static const char units[] = "KMGTP";
+	const char *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+	if (*end && (!u || (end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))))
+		return -1;
+	for (int i = 0; u && i <= u - units; i++) {
+		if (v > UINT64_MAX / 1024)
+			return -1;
+		v *= 1024;
+	}
+	if (v == 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int ud_cache_limit_option(const char *option, const char *arg, ud_error *e)
+{
+	uint64_t v;
+	bool files = !strcmp(option, "cache-max-files");
+	if (ud_parse_size(arg, &v) < 0 || (files && !isdigit((unsigned char)arg[strlen(arg) - 1])))
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--%s '%s': expected %s, more than 0", option,
+			       arg, files ? "a number" : "a size (bytes, or with K, M, G, T, P)");
+	if (files)
+		ud_cache_limits.max_files = v;
+	else if (!strcmp(option, "cache-max-bytes"))
+		ud_cache_limits.max_bytes = v;
+	else
+		ud_cache_limits.max_apparent = v;
+	return 0;
+}
