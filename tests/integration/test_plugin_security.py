@@ -12,6 +12,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -30,6 +31,7 @@ OPTIONS = {"form1": form1_options, "form2": form2_options}
 SECAPP = r'''
 import json
 import os
+import socket
 from urllib.parse import parse_qs
 
 
@@ -49,6 +51,18 @@ def application(environ, start_response):
         "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
         "environ": dict(os.environ),
     }
+    if "abstract" in q:
+        def connect():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect("\0" + q["abstract"])
+                return s.recv(64).decode()
+            finally:
+                s.close()
+        info["abstract"] = _try(connect)
+    with open("/proc/self/status") as f:
+        info["status"] = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+    info["keys"] = _try(lambda: open("/proc/keys").read()[:20])
     if "probe" in q:
         pid = int(q["probe"])
         canary = q.get("canary", "canary")
@@ -291,3 +305,73 @@ def test_a_hanging_helper_is_bounded(plug, form):
     assert time.monotonic() - t0 < 20
     assert wait_for(lambda: not [p for p in u.pids() if p != u.pid], timeout=5), u.pids()
     plug.stop_and_check(u, expect_rc=None, lazy=False)
+
+
+# ---------------------------------------------------------------- abstract sockets, root inside
+
+@pytest.fixture
+def abstract_listener():
+    """A root service on the host listening on an abstract unix socket (the host's network
+    namespace, which the workers share): it answers every connection with a secret."""
+    name = f"udtest-abstract-{os.getpid()}-{os.urandom(3).hex()}"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind("\0" + name)
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            with c:
+                c.sendall(b"host-secret")
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield name
+    stop.set()
+    t.join(timeout=5)
+    srv.close()
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_workers_cannot_reach_host_abstract_sockets(plug, abstract_listener, form):
+    """Mount namespaces do not cover abstract unix sockets: a worker as nobody connected to a
+    root service's abstract socket on the host and read its data. Landlock's scoping (Linux
+    6.12, this machine's kernel has it) closes that."""
+    image = _secapp_image(plug)
+    port = free_port()
+    u = plug.start(_options(form, plug, port, image), name=form)
+    u.wait_ready(port)
+    # the listener answers on the host
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect("\0" + abstract_listener)
+    assert c.recv(64) == b"host-secret"
+    c.close()
+    d = get_json(port, f"/?abstract={abstract_listener}")
+    assert d["abstract"].startswith("ERR:"), d["abstract"]
+    plug.stop_and_check(u, lazy=(form == "form1"))
+
+
+DOCKER_CAPBND = "00000000a80425fb"
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_root_inside_gets_what_docker_run_gives(plug, form):
+    """docker-allow-root = true: the app runs as root inside, but with Docker's default
+    capability set and its masked /proc paths, not every capability of the host's root."""
+    image = _secapp_image(plug)
+    port = free_port()
+    opts = [(k, v) for k, v in _options(form, plug, port, image) if k not in ("uid", "gid")]
+    opts += [("docker-allow-root", "true")]
+    u = plug.start(opts, name=form)
+    d = u.wait_ready(port)
+    assert d["uid"] == 0
+    st = d["status"]
+    assert st["CapBnd"] == DOCKER_CAPBND, st["CapBnd"]
+    assert st["CapEff"] == DOCKER_CAPBND, st["CapEff"]
+    assert st["NoNewPrivs"] == "1"
+    assert d["keys"] == "ok:" or d["keys"].startswith("ERR:"), d["keys"]
+    plug.stop_and_check(u, lazy=(form == "form1"))
