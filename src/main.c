@@ -58,13 +58,18 @@ static const char usage_text[] =
 	"      --unshare NS[,NS...] Also unshare these namespaces, among ipc, uts, net and cgroup\n"
 	"      --hostname NAME      Set the hostname (requires --unshare uts)\n"
 	"      --pin PATH           Bind the new mount namespace onto PATH\n"
-	"      --send-to PATH       Hand the namespaces to the unix socket at PATH\n"
+	"      --send-to PATH       Hand the namespaces to the unix socket at PATH (its listener\n"
+	"                           must be root, its directory writable by root only)\n"
+	"      --send-to-uid UID    Also accept a --send-to listener running as UID\n"
+	"      --no-confine         No masked or read-only /proc and /sys paths, and COMMAND\n"
+	"                           keeps every capability, without Landlock (debugging)\n"
 	"      --print              Resolve the image and print the plan as JSON, changing nothing\n"
 	"  -h, --help               Print a usage summary and exit\n"
 	"  -V, --version            Print the version and exit\n"
 	"\n"
 	"With none of -- COMMAND, --print, --pin and --send-to, the namespace is handed to the\n"
-	"socket whose descriptor number is in $UWSGI_DOCKER_FD. See uwsgi-docker-rootfs(1).\n";
+	"socket whose descriptor number is in $UWSGI_DOCKER_FD, within a time budget of\n"
+	"4 x --timeout + 5 s. See uwsgi-docker-rootfs(1).\n";
 
 enum {
 	OPT_RW_PATH = 256,
