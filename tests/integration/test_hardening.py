@@ -405,3 +405,13 @@ def test_masks_are_in_the_plan_and_in_every_namespace(images, scratch):
     lines = r.stdout.splitlines()
     assert lines[0] == "0", r
     assert " ro," in lines[1] or " ro " in lines[1], r
+
+
+@pytest.mark.parametrize("args", [
+    ["--send-to-uid", "65534", "IMG", "--", "/bin/true"],   # without --send-to
+    ["--send-to", "/nonexistent-udtest.sock", "--send-to-uid", "nobody", "IMG"],
+    ["--send-to", "/nonexistent-udtest.sock", "--send-to-uid", "-1", "IMG"],
+], ids=["alone", "name", "negative"])
+def test_send_to_uid_usage(images, args):
+    p = run([images.busybox if a == "IMG" else a for a in args])
+    error_line(p, 64)
