@@ -100,6 +100,9 @@ static int init_dir(int fd, const char *dir, bool marked, ud_error *e)
 		int m = openat(fd, UD_RW_MARKER, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 			       0600);
 		static const char text[] = "a persistent rw layer of uwsgi-docker-rootfs\n";
+		/* EEXIST: another helper marked DIR since we looked (only root writes there). */
+		if (m < 0 && errno == EEXIST)
+			return init_dir(fd, dir, true, e);
 		if (m < 0 || write(m, text, sizeof(text) - 1) != (ssize_t)sizeof(text) - 1) {
 			int err = errno;
 			if (m >= 0)
