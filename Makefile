@@ -23,7 +23,7 @@ LDFLAGS += -fsanitize=address,undefined
 B := build-san
 endif
 
-LIB_SRCS := src/error.c src/docker.c src/plan.c src/rootfs.c src/handoff.c src/export.c src/cache_trust.c
+LIB_SRCS := src/error.c src/docker.c src/plan.c src/rootfs.c src/handoff.c src/export.c src/cache_trust.c src/caps.c src/rwpath.c
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 HELPER := $(B)/uwsgi-docker-rootfs
 

@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "caps.h"
 #include "docker.h"
 #include "error.h"
 #include "export.h"
@@ -60,13 +63,18 @@ static const char usage_text[] =
 	"      --unshare NS[,NS...] Also unshare these namespaces, among ipc, uts, net and cgroup\n"
 	"      --hostname NAME      Set the hostname (requires --unshare uts)\n"
 	"      --pin PATH           Bind the new mount namespace onto PATH\n"
-	"      --send-to PATH       Hand the namespaces to the unix socket at PATH\n"
+	"      --send-to PATH       Hand the namespaces to the unix socket at PATH (its listener\n"
+	"                           must be root, its directory writable by root only)\n"
+	"      --send-to-uid UID    Also accept a --send-to listener running as UID\n"
+	"      --no-confine         No masked or read-only /proc and /sys paths, and COMMAND\n"
+	"                           keeps every capability, without Landlock (debugging)\n"
 	"      --print              Resolve the image and print the plan as JSON, changing nothing\n"
 	"  -h, --help               Print a usage summary and exit\n"
 	"  -V, --version            Print the version and exit\n"
 	"\n"
 	"With none of -- COMMAND, --print, --pin and --send-to, the namespace is handed to the\n"
-	"socket whose descriptor number is in $UWSGI_DOCKER_FD. See uwsgi-docker-rootfs(1).\n";
+	"socket whose descriptor number is in $UWSGI_DOCKER_FD, within a time budget of\n"
+	"4 x --timeout + 5 s. See uwsgi-docker-rootfs(1).\n";
 
 enum {
 	OPT_RW_PATH = 256,
@@ -89,12 +97,15 @@ enum {
 	OPT_CACHE_MAX_FILES,
 	OPT_CACHE_MAX_BYTES,
 	OPT_CACHE_MAX_APPARENT,
+	OPT_SEND_TO_UID,
+	OPT_NO_CONFINE,
 };
 
 struct cli {
 	struct ud_options o;
 	const char *pin;
 	const char *send_to;
+	uid_t send_to_uid;
 	bool print;
 	bool prune;
 	enum ud_layers_mode layers;
@@ -135,6 +146,17 @@ static int parse_unshare(const char *arg, int *flags, ud_error *e)
 	return 0;
 }
 
+static int parse_uid(const char *arg, uid_t *uid, ud_error *e)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(arg, &end, 10);
+	if (errno || !*arg || *end || arg[0] == '-' || v >= (uid_t)-1)
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--send-to-uid '%s': expected a numeric uid", arg);
+	*uid = (uid_t)v;
+	return 0;
+}
+
 static int add_op(struct ud_options *o, struct ud_op *op, ud_error *e)
 {
 	struct ud_op *n = realloc(o->binds, (o->n_binds + 1) * sizeof(*n));
@@ -164,6 +186,8 @@ static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
 		{"hostname", required_argument, NULL, OPT_HOSTNAME},
 		{"pin", required_argument, NULL, OPT_PIN},
 		{"send-to", required_argument, NULL, OPT_SEND_TO},
+		{"send-to-uid", required_argument, NULL, OPT_SEND_TO_UID},
+		{"no-confine", no_argument, NULL, OPT_NO_CONFINE},
 		{"print", no_argument, NULL, OPT_PRINT},
 		{"layers", required_argument, NULL, OPT_LAYERS},
 		{"cache-dir", required_argument, NULL, OPT_CACHE_DIR},
@@ -177,6 +201,7 @@ static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
 	};
 	memset(c, 0, sizeof(*c));
 	c->o.timeout_ms = 10000;
+	c->send_to_uid = (uid_t)-1;
 	c->cache_dir = UD_DEFAULT_CACHE;
 	bool rw_path = false, read_only = false;
 	opterr = 0;
@@ -257,6 +282,13 @@ static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
 		case OPT_SEND_TO:
 			c->send_to = optarg;
 			break;
+		case OPT_SEND_TO_UID:
+			if (parse_uid(optarg, &c->send_to_uid, e) < 0)
+				return -1;
+			break;
+		case OPT_NO_CONFINE:
+			c->o.no_confine = true;
+			break;
 		case OPT_PRINT:
 			c->print = true;
 			break;
@@ -328,6 +360,8 @@ static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
 	if (modes > 1)
 		return ud_fail(e, UD_EXIT_USAGE, 0,
 			       "choose one of -- COMMAND, --print, --pin and --send-to");
+	if (c->send_to_uid != (uid_t)-1 && !c->send_to)
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--send-to-uid goes with --send-to");
 	if (c->pin && c->o.unshare_flags)
 		return ud_fail(e, UD_EXIT_USAGE, 0,
 			       "--pin keeps only the mount namespace alive: it cannot be combined "
@@ -356,9 +390,10 @@ static int check_privileges(bool need_root, ud_error *e)
 	return 0;
 }
 
-static int run_command(const struct ud_image *img, const char *hostname, char **command,
+static int run_command(const struct ud_image *img, const struct ud_options *o, char **command,
 		       ud_error *e)
 {
+	const char *hostname = o->hostname;
 	if (ud_chdir_image(img->workdir, e) < 0)
 		return -1;
 	/* The image's Env, as docker run gives it; TERM and HOSTNAME from the caller (or
@@ -382,6 +417,11 @@ static int run_command(const struct ud_image *img, const char *hostname, char **
 		setenv("HOSTNAME", host_copy, 1);
 	free(term_copy);
 	free(host_copy);
+	/* What docker run gives a root process, no more: its 14 capabilities (no CAP_SYS_ADMIN to
+	 * remount /sys or /proc/sys, no CAP_SYS_MODULE...), and no abstract unix sockets or signals
+	 * of the host's (we share its network and PID namespaces). */
+	if (!o->no_confine && (ud_caps_docker_default(e) < 0 || ud_landlock_scope(e) < 0))
+		return -1;
 	/* Anything inherited (an UWSGI_DOCKER_FD, a caller's stray fd) stays outside. */
 	syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
 	fflush(NULL);
@@ -391,23 +431,60 @@ static int run_command(const struct ud_image *img, const char *hostname, char **
 		       "cannot run '%s' inside image '%s'", command[0], img->ref);
 }
 
+/* The pin file: one the helper creates, or an existing empty regular file of root's with a single
+ * link. Reached without following any symlink, so that --pin cannot be steered onto
+ * /etc/passwd or another host file; the mount then goes onto the fd that was checked. */
+static int open_pin(const char *path, bool *created, ud_error *e)
+{
+	char parent[4096];
+	if (snprintf(parent, sizeof(parent), "%s", path) >= (int)sizeof(parent))
+		return ud_fail(e, UD_EXIT_USAGE, ENAMETOOLONG, "--pin %s", path);
+	char *slash = strrchr(parent, '/');
+	const char *base = slash ? slash + 1 : parent;
+	if (slash)
+		*slash = '\0';
+	struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+			       .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+	const char *dir = !slash ? "." : parent[0] ? parent : "/";
+	ud_autoclose int pfd = (int)syscall(SYS_openat2, AT_FDCWD, dir, &how, sizeof(how));
+	if (pfd < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "--pin %s: its directory%s", path,
+			       errno == ELOOP ? " is reached through a symlink: refused" : "");
+	int fd = openat(pfd, base, O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	*created = fd >= 0;
+	if (fd < 0 && errno == EEXIST)
+		fd = openat(pfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int err = errno;
+		if (fd >= 0)
+			close(fd);
+		return ud_fail(e, UD_EXIT_MOUNT, err, "--pin %s", path);
+	}
+	if (!*created && (!S_ISREG(st.st_mode) || st.st_size != 0 || st.st_uid != 0 ||
+			  st.st_nlink != 1)) {
+		close(fd);
+		return ud_fail(e, UD_EXIT_MOUNT, 0,
+			       "--pin %s: refusing an existing file that is not an empty regular "
+			       "file of root's (remove it, or name a new path)",
+			       path);
+	}
+	return fd;
+}
+
 static int pin_namespace(struct ud_ns_fds *ns, const char *path, ud_error *e)
 {
 	/* Back to the host's mount namespace: the pin must be a mount there. */
 	if (setns(ns->host_mnt, CLONE_NEWNS) < 0)
 		return ud_fail(e, UD_EXIT_MOUNT, errno, "returning to the host mount namespace");
 	bool created = false;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0 && errno == ENOENT) {
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		created = fd >= 0;
-	}
+	ud_autoclose int fd = open_pin(path, &created, e);
 	if (fd < 0)
-		return ud_fail(e, UD_EXIT_MOUNT, errno, "--pin %s", path);
-	close(fd);
-	char src[64];
+		return -1;
+	char src[64], dst[64];
 	snprintf(src, sizeof(src), "/proc/self/fd/%d", ns->fds[0]);
-	if (mount(src, path, NULL, MS_BIND, NULL) < 0) {
+	snprintf(dst, sizeof(dst), "/proc/self/fd/%d", fd);
+	if (mount(src, dst, NULL, MS_BIND, NULL) < 0) {
 		int err = errno;
 		if (created)
 			unlink(path);
@@ -416,22 +493,63 @@ static int pin_namespace(struct ud_ns_fds *ns, const char *path, ud_error *e)
 	return 0;
 }
 
-static int connect_to(const char *path, ud_error *e)
+/* The payload carries the image's Env (secrets, often): only a listener of root's, or of the one
+ * uid the operator names, in a directory nobody else may write (where a socket could be
+ * swapped), receives it. */
+static int check_send_dir(const char *path, uid_t allowed, ud_error *e)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0'; /* "/sock": the directory is "/" */
+	else
+		*slash = '\0';
+	struct stat st;
+	if (stat(dir, &st) < 0)
+		return ud_fail(e, UD_EXIT_HANDOFF, errno, "--send-to %s: its directory %s", path, dir);
+	if ((st.st_uid != 0 && st.st_uid != allowed) || (st.st_mode & 022))
+		return ud_fail(e, UD_EXIT_HANDOFF, 0,
+			       "--send-to %s: refusing a socket in %s (owner %u, mode %04o): its "
+			       "directory must be writable by its owner only, root or --send-to-uid",
+			       path, dir, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
+static int check_listener(int s, const char *path, uid_t allowed, ud_error *e)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return ud_fail(e, UD_EXIT_HANDOFF, errno, "--send-to %s: SO_PEERCRED", path);
+	if (cred.uid != 0 && cred.uid != allowed)
+		return ud_fail(e, UD_EXIT_HANDOFF, 0,
+			       "--send-to %s: the listener runs as uid %u, not root%s: refusing to "
+			       "send it the namespace and the image's Env",
+			       path, (unsigned)cred.uid,
+			       allowed != (uid_t)-1 ? " nor --send-to-uid" : " (see --send-to-uid)");
+	return 0;
+}
+
+static int connect_to(const char *path, uid_t allowed, ud_error *e)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return ud_fail(e, UD_EXIT_HANDOFF, ENAMETOOLONG, "--send-to %s", path);
 	strcpy(sa.sun_path, path);
+	if (check_send_dir(path, allowed, e) < 0)
+		return -1;
 	static const int types[] = {SOCK_SEQPACKET, SOCK_STREAM};
 	int err = 0;
 	for (size_t i = 0; i < UD_ARRAY_SIZE(types); i++) {
-		int s = socket(AF_UNIX, types[i] | SOCK_CLOEXEC, 0);
+		ud_autoclose int s = socket(AF_UNIX, types[i] | SOCK_CLOEXEC, 0);
 		if (s < 0)
 			return ud_fail(e, UD_EXIT_HANDOFF, errno, "socket");
 		if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-			return s;
+			return check_listener(s, path, allowed, e) < 0 ? -1 : ud_steal_fd(&s);
 		err = errno;
-		close(s);
 		if (err != EPROTOTYPE)
 			break;
 	}
@@ -546,6 +664,35 @@ static int check_docker_root(struct ud_docker *d, const struct ud_image *img, ud
 	return ok ? 0 : -1;
 }
 
+/* Run by uWSGI (UWSGI_DOCKER_FD), the helper holds up the whole instance's start: it ends within
+ * a budget, whatever the daemon or a lock does. SIGALRM's default action kills it; uWSGI counts
+ * that as success, and the plugin, receiving no namespace, stops uWSGI with one line. */
+#define BUDGET_EXPORT_S 3600
+static bool budget_on;
+
+static void arm_budget(unsigned seconds)
+{
+	if (budget_on)
+		alarm(seconds);
+}
+
+static unsigned direct_budget(long timeout_ms)
+{
+	return (unsigned)((4 * timeout_ms + 999) / 1000) + 5;
+}
+
+static void start_budget(long timeout_ms)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGALRM);
+	/* An ignored or blocked SIGALRM is inherited across exec: undo both. */
+	signal(SIGALRM, SIG_DFL);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
+	budget_on = true;
+	arm_budget(direct_budget(timeout_ms));
+}
+
 /* Where the layers come from: the daemon's own overlay directories, or the layer cache. */
 static int resolve_layers(const struct cli *c, struct ud_docker *d, struct ud_image *img,
 			  int *cache_lock, ud_error *e)
@@ -564,7 +711,11 @@ static int resolve_layers(const struct cli *c, struct ud_docker *d, struct ud_im
 		    (stat(img->layers[0], &st) == 0 ? S_ISDIR(st.st_mode) : errno == EACCES))
 			return check_docker_root(d, img, e);
 	}
-	return ud_cache_prepare(d, img, c->cache_dir, c->print, cache_lock, e);
+	/* An export may rightly take minutes; a stalled one ends at --timeout (export.c). */
+	arm_budget(BUDGET_EXPORT_S);
+	int r = ud_cache_prepare(d, img, c->cache_dir, c->print, cache_lock, e);
+	arm_budget(direct_budget(c->o.timeout_ms));
+	return r;
 }
 
 static void free_cli(struct cli *c)
@@ -598,6 +749,8 @@ int main(int argc, char **argv)
 		int st = die(&e);
 		_exit(st);
 	}
+	if (!c.command && !c.print && !c.pin && !c.send_to && !c.prune)
+		start_budget(c.o.timeout_ms);
 	if (ud_docker_open(&d, c.o.docker_host, c.o.timeout_ms, &e) < 0 ||
 	    ud_docker_negotiate(&d, &e) < 0)
 		goto fail;
@@ -627,7 +780,7 @@ int main(int argc, char **argv)
 	/* The receiver's socket and the cache's use records are host paths: reach them before the
 	 * host is out of sight. */
 	if (!c.command && !c.pin &&
-	    (sock = c.send_to ? connect_to(c.send_to, &e) : inherited_socket(&e)) < 0)
+	    (sock = c.send_to ? connect_to(c.send_to, c.send_to_uid, &e) : inherited_socket(&e)) < 0)
 		goto fail;
 	if (img.from_cache && (users_dir = ud_cache_users_dir(c.cache_dir, &e)) < 0)
 		goto fail;
@@ -642,7 +795,7 @@ int main(int argc, char **argv)
 	}
 	if (c.command) {
 		ud_ns_fds_close(&ns);
-		run_command(&img, c.o.hostname, c.command, &e);
+		run_command(&img, &c.o, c.command, &e);
 		goto fail;
 	}
 	if (c.pin ? pin_namespace(&ns, c.pin, &e) < 0 : hand_off(sock, &img, &ns, &e) < 0)

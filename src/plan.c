@@ -27,6 +27,10 @@ const char *ud_op_name(enum ud_op_type t)
 		return "bind";
 	case UD_OP_TMPFS:
 		return "tmpfs";
+	case UD_OP_MASK:
+		return "mask";
+	case UD_OP_READONLY:
+		return "readonly";
 	}
 	return "?";
 }
@@ -112,6 +116,34 @@ static int push_op(struct ud_plan *p, enum ud_op_type type, const char *src, con
 	return 0;
 }
 
+/* What docker run hides from a container (moby's oci defaults): kernel memory, keys, timers and
+ * firmware; and the kernel's knobs, read-only. Paths a kernel lacks are skipped at mount time. */
+static const char *const masked_paths[] = {
+	"/proc/asound",	      "/proc/acpi",	    "/proc/kcore",	"/proc/keys",
+	"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+	"/proc/scsi",	      "/sys/firmware",	    "/sys/devices/virtual/powercap",
+};
+static const char *const readonly_paths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+					     "/proc/sysrq-trigger"};
+
+static bool confine_wanted(const struct ud_options *o, const char *path)
+{
+	return !o->no_confine && (strncmp(path, "/proc/", 6) ? !o->no_sys : !o->no_proc);
+}
+
+static int push_confine(const struct ud_options *o, struct ud_plan *p, ud_error *e)
+{
+	for (size_t i = 0; i < UD_ARRAY_SIZE(masked_paths); i++)
+		if (confine_wanted(o, masked_paths[i]) &&
+		    push_op(p, UD_OP_MASK, NULL, masked_paths[i], true, e) < 0)
+			return -1;
+	for (size_t i = 0; i < UD_ARRAY_SIZE(readonly_paths); i++)
+		if (confine_wanted(o, readonly_paths[i]) &&
+		    push_op(p, UD_OP_READONLY, NULL, readonly_paths[i], true, e) < 0)
+			return -1;
+	return 0;
+}
+
 int ud_plan_build(const struct ud_options *o, const struct ud_image *img, struct ud_plan *p,
 		  ud_error *e)
 {
@@ -136,6 +168,8 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, struct
 		if (!o->rw_path || o->rw_path[0] != '/' || strpbrk(o->rw_path, ",:\\"))
 			return ud_fail(e, UD_EXIT_USAGE, 0,
 				       "--rw-path must be an absolute path without ',' ':' or '\\'");
+		if (!o->rw_path[strspn(o->rw_path, "/")])
+			return ud_fail(e, UD_EXIT_USAGE, 0, "--rw-path cannot be '/'");
 		if (!(p->rw_path = strdup(o->rw_path)))
 			return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
 	}
@@ -147,6 +181,8 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, struct
 	if (!o->no_dev && push_op(p, UD_OP_DEV, NULL, "/dev", false, e) < 0)
 		return -1;
 	if (!o->no_sys && push_op(p, UD_OP_SYS, NULL, "/sys", true, e) < 0)
+		return -1;
+	if (push_confine(o, p, e) < 0)
 		return -1;
 	for (size_t i = 0; i < o->n_binds; i++) {
 		const struct ud_op *b = &o->binds[i];
@@ -218,18 +254,20 @@ char *ud_plan_json(const struct ud_plan *p)
 	json_object_object_add(o, "hostname", str_or_null(p->hostname));
 	json_object_object_add(o, "workdir", json_object_new_string(img->workdir ? img->workdir : ""));
 	json_object_object_add(o, "env", strv_json(img->env, img->n_env));
-	json_object *mounts = json_object_new_array();
+	json_object *mounts = json_object_new_array(), *confine = json_object_new_array();
 	for (size_t i = 0; i < p->n_ops; i++) {
 		const struct ud_op *op = &p->ops[i];
+		bool conf = op->type == UD_OP_MASK || op->type == UD_OP_READONLY;
 		json_object *m = json_object_new_object();
 		json_object_object_add(m, "type", json_object_new_string(ud_op_name(op->type)));
 		if (op->src)
 			json_object_object_add(m, "src", json_object_new_string(op->src));
 		json_object_object_add(m, "dst", json_object_new_string(op->dst));
 		json_object_object_add(m, "readonly", json_object_new_boolean(op->readonly));
-		json_object_array_add(mounts, m);
+		json_object_array_add(conf ? confine : mounts, m);
 	}
 	json_object_object_add(o, "mounts", mounts);
+	json_object_object_add(o, "confine", confine);
 	char *out = strdup(json_object_to_json_string_ext(
 		o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);

@@ -29,6 +29,8 @@ enum ud_op_type {
 	UD_OP_SYS,
 	UD_OP_BIND,
 	UD_OP_TMPFS,
+	UD_OP_MASK,     /* hide a /proc or /sys path: an empty read-only file or tmpfs over it */
+	UD_OP_READONLY, /* a read-only bind of a /proc path over itself */
 };
 
 struct ud_op {
@@ -46,6 +48,7 @@ struct ud_options {
 	const char *rw_path;
 	enum ud_mount_api mount_api;
 	bool no_proc, no_dev, no_sys;
+	bool no_confine;       /* --no-confine: no masked or read-only /proc and /sys paths */
 	int unshare_flags;     /* CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP */
 	const char *hostname;
 	struct ud_op *binds;   /* UD_OP_BIND / UD_OP_TMPFS in command-line order */

@@ -31,6 +31,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "rwpath.h"
 #include "util.h"
 
 #define SCRATCH "/tmp"
@@ -340,33 +341,15 @@ static int overlay_legacy(const struct ud_plan *p, struct layer_set *ls, ud_erro
 /* A persistent rw layer must not serve two live namespaces at once. The kernel knows: overlayfs
  * marks an upperdir in use for as long as its mount lives (in whatever namespace, pinned or held
  * by an fd), but only refuses a second user when mounted with index=on, which would tie the rw
- * layer to one exact lower stack. So we probe: an overlay with index=on over DIR/upper and a
- * workdir on another mount. The kernel checks the upperdir first (EBUSY if in use) and then
- * refuses the workdir (EINVAL) before it writes anything: no mount, no side effect. */
-static int rw_path_lock(const char *dir, int *lock_fd, ud_error *e)
+ * layer to one exact lower stack. So we probe (rw_path_probe): an overlay with index=on over
+ * DIR/upper and a workdir on another mount. The kernel checks the upperdir first (EBUSY if in
+ * use) and then refuses the workdir (EINVAL) before it writes anything: no mount, no side
+ * effect. DIR/lock, taken in rwpath.c, serialises helpers from the probe to the real mount. */
+static int rw_path_open(const char *dir, int prepared_fd, struct layer_set *ls, ud_error *e)
 {
-	/* 0700: the rw layer holds the app's writes. */
-	char failed[4096];
-	if (ud_mkdir_p(dir, 0700, failed, sizeof(failed)) < 0)
-		return ud_fail(e, UD_EXIT_MOUNT, errno, "creating --rw-path %s", failed);
-	/* Serialises helpers on the same DIR from the probe to the real mount. */
-	ud_autoclose int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return ud_fail(e, UD_EXIT_MOUNT, errno, "opening --rw-path %s", dir);
-	*lock_fd = openat(dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX) < 0)
-		return ud_fail(e, UD_EXIT_MOUNT, errno, "locking %s/lock", dir);
-	return 0;
-}
-
-static int rw_path_open(const char *dir, struct layer_set *ls, ud_error *e)
-{
-	ls->rw_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	ls->rw_fd = ud_rw_path_reopen(dir, prepared_fd, e);
 	if (ls->rw_fd < 0)
-		return ud_fail(e, UD_EXIT_MOUNT, errno, "opening --rw-path %s", dir);
-	if ((mkdirat(ls->rw_fd, "upper", 0755) < 0 && errno != EEXIST) ||
-	    (mkdirat(ls->rw_fd, "work", 0700) < 0 && errno != EEXIST))
-		return ud_fail(e, UD_EXIT_MOUNT, errno, "creating upper/ and work/ in %s", dir);
+		return -1;
 	/* /proc/self/fd/N reaches DIR even where the scratch tmpfs hides it (DIR under /tmp). */
 	snprintf(ls->upper, sizeof(ls->upper), "/proc/self/fd/%d/upper", ls->rw_fd);
 	snprintf(ls->work, sizeof(ls->work), "/proc/self/fd/%d/work", ls->rw_fd);
@@ -477,8 +460,56 @@ static int mount_tmpfs(int target, const char *where, struct mnt_set *creatable,
 }
 
 /* A fresh bind takes the source's flags and ignores MS_RDONLY: read-only is applied to the new
- * mount afterwards, recursively, with mount_setattr (5.12) or a bind remount (older kernels, and
- * --mount-api legacy, which then covers only the top mount). */
+ * mount afterwards, recursively, with mount_setattr (5.12) on the detached tree, or with a bind
+ * remount once attached (older kernels, and --mount-api legacy, which then covers only the top
+ * mount). */
+static int readonly_detached(int tree, bool *legacy, const char *where, ud_error *e)
+{
+	if (*legacy)
+		return 0;
+	struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+	if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) == 0)
+		return 0;
+	if (errno != ENOSYS)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "making %s read-only", where);
+	*legacy = true;
+	return 0;
+}
+
+static int readonly_attached(int tree, const char *where, ud_error *e)
+{
+	/* tree now refers to the attached mount's root; its /proc/self/fd path names it. */
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", tree);
+	unsigned long keep = 0;
+	static const unsigned long map[][2] = {
+		{ST_NOSUID, MS_NOSUID}, {ST_NODEV, MS_NODEV}, {ST_NOEXEC, MS_NOEXEC}};
+	struct statvfs sv;
+	if (fstatvfs(tree, &sv) == 0)
+		for (size_t i = 0; i < UD_ARRAY_SIZE(map); i++)
+			if (sv.f_flag & map[i][0])
+				keep |= map[i][1];
+	/* A remount must restate the locked flags it keeps, or EPERM. */
+	if (mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, NULL) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "remounting %s read-only", where);
+	return 0;
+}
+
+/* Clones srcfd's tree onto target, read-only if asked. */
+static int bind_onto(const struct ud_plan *p, int srcfd, int target, bool readonly,
+		     const char *where, ud_error *e)
+{
+	ud_autoclose int tree = open_tree(srcfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
+							    AT_EMPTY_PATH | AT_RECURSIVE);
+	if (tree < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "cloning the tree for %s", where);
+	bool legacy = p->mount_api == UD_API_LEGACY;
+	if ((readonly && readonly_detached(tree, &legacy, where, e) < 0) ||
+	    attach(tree, target, where, e) < 0)
+		return -1;
+	return readonly && legacy ? readonly_attached(tree, where, e) : 0;
+}
+
 static int mount_bind(const struct ud_plan *p, int srcfd, int rootfd, const struct ud_op *op,
 		      const struct mnt_set *creatable, ud_error *e)
 {
@@ -489,38 +520,69 @@ static int mount_bind(const struct ud_plan *p, int srcfd, int rootfd, const stru
 						  S_ISDIR(st.st_mode), e);
 	if (target < 0)
 		return -1;
-	ud_autoclose int tree = open_tree(srcfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC |
-							    AT_EMPTY_PATH | AT_RECURSIVE);
-	if (tree < 0)
-		return ud_fail(e, UD_EXIT_MOUNT, errno, "cloning bind source %s", op->src);
-	bool legacy = p->mount_api == UD_API_LEGACY;
-	if (op->readonly && !legacy) {
-		struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
-		if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
-			if (errno != ENOSYS)
-				return ud_fail(e, UD_EXIT_MOUNT, errno, "making %s read-only",
-					       op->dst);
-			legacy = true;
+	return bind_onto(p, srcfd, target, op->readonly, op->dst, e);
+}
+
+/* Masked and read-only paths inside our own fresh /proc and /sys, resolved in the root all the
+ * same. A path this kernel lacks is skipped. A masked file gets an empty read-only file of the
+ * scratch tmpfs over it (reads give nothing), a masked directory an empty read-only tmpfs. */
+static int mount_confine(const struct ud_plan *p, int rootfd, const struct ud_op *op,
+			 int empty_file, ud_error *e)
+{
+	ud_autoclose int t = sys_openat2(rootfd, op->dst + 1, O_PATH | O_CLOEXEC, IN_ROOT);
+	struct stat st;
+	if (t < 0 && errno == ENOENT)
+		return 0;
+	if (t < 0 || fstat(t, &st) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "resolving %s inside the image", op->dst);
+	if (op->type == UD_OP_READONLY)
+		return bind_onto(p, t, t, true, op->dst, e);
+	if (!S_ISDIR(st.st_mode))
+		return bind_onto(p, empty_file, t, true, op->dst, e);
+	static const char *const opts[] = {"mode", "0555", "size", "4k", NULL};
+	ud_autoclose int m = new_fs("tmpfs", opts,
+				    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+					    MOUNT_ATTR_NOEXEC,
+				    e);
+	return m < 0 ? -1 : attach(m, t, op->dst, e);
+}
+
+/* Everything after the root, in plan order, each on a target resolved inside the new root. */
+static int mount_ops(const struct ud_plan *p, int rootfd, const int *srcs, int scratch_fd,
+		     ud_error *e)
+{
+	/* A read-only root takes no new mount points; the init layer has /proc /dev /sys. */
+	struct mnt_set creatable = {.n = 0};
+	if (p->rw != UD_RW_NONE)
+		mnt_set_add(&creatable, rootfd);
+	/* The masks' empty file (mode 0444 under umask 0), on the scratch tmpfs. */
+	ud_autoclose int empty = -1;
+	for (size_t i = 1; i < p->n_ops; i++) {
+		const struct ud_op *op = &p->ops[i];
+		if (op->type == UD_OP_BIND) {
+			if (mount_bind(p, srcs[i], rootfd, op, &creatable, e) < 0)
+				return -1;
+			continue;
 		}
-	}
-	if (attach(tree, target, op->dst, e) < 0)
-		return -1;
-	if (op->readonly && legacy) {
-		/* tree now refers to the attached mount's root; its /proc/self/fd path names it. */
-		char path[64];
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", tree);
-		unsigned long keep = 0;
-		struct statvfs_flags {
-			unsigned long f, m;
-		} map[] = {{ST_NOSUID, MS_NOSUID}, {ST_NODEV, MS_NODEV}, {ST_NOEXEC, MS_NOEXEC}};
-		struct statvfs sv;
-		if (fstatvfs(tree, &sv) == 0)
-			for (size_t i = 0; i < UD_ARRAY_SIZE(map); i++)
-				if (sv.f_flag & map[i].f)
-					keep |= map[i].m;
-		/* A remount must restate the locked flags it keeps, or EPERM. */
-		if (mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | keep, NULL) < 0)
-			return ud_fail(e, UD_EXIT_MOUNT, errno, "remounting %s read-only", op->dst);
+		if (op->type == UD_OP_MASK || op->type == UD_OP_READONLY) {
+			if (empty < 0 &&
+			    (empty = openat(scratch_fd, "empty", O_RDONLY | O_CREAT | O_EXCL |
+								 O_NOFOLLOW | O_CLOEXEC, 0444)) < 0)
+				return ud_fail(e, UD_EXIT_MOUNT, errno, "creating %s/empty", SCRATCH);
+			if (mount_confine(p, rootfd, op, empty, e) < 0)
+				return -1;
+			continue;
+		}
+		/* /proc /dev /sys exist as plain directories thanks to the init layer; the user's
+		 * tmpfs targets are created if missing. */
+		ud_autoclose int t = resolve_in_root(rootfd, op->dst, &creatable, true, e);
+		int rc = t < 0 ? -1
+			 : op->type == UD_OP_PROC ? mount_proc(t, e)
+			 : op->type == UD_OP_DEV  ? mount_dev(t, e)
+			 : op->type == UD_OP_SYS  ? mount_sys(t, e)
+						  : mount_tmpfs(t, op->dst, &creatable, e);
+		if (rc < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -562,7 +624,7 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 {
 	const struct ud_image *img = p->img;
 	struct layer_set ls = {.storage_fd = -1, .scratch_fd = -1, .rw_fd = -1};
-	ud_autoclose int lock_fd = -1, rootfd = -1, scratch_mp = -1, root_mp = -1;
+	ud_autoclose int lock_fd = -1, rw_host = -1, rootfd = -1, scratch_mp = -1, root_mp = -1;
 	ud_autofree int *srcs = NULL;
 	int r = -1;
 	mode_t old_umask = umask(0);
@@ -574,7 +636,7 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 		ud_fail(e, UD_EXIT_MOUNT, errno, "opening /proc/self/ns/mnt (is /proc mounted?)");
 		goto out;
 	}
-	if (p->rw == UD_RW_PATH && rw_path_lock(p->rw_path, &lock_fd, e) < 0)
+	if (p->rw == UD_RW_PATH && ud_rw_path_prepare(p->rw_path, &rw_host, &lock_fd, e) < 0)
 		goto out;
 	if (unshare(p->unshare_flags) < 0) {
 		ud_fail(e, UD_EXIT_MOUNT, errno, "unshare of the namespaces");
@@ -630,7 +692,7 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 			goto out;
 		}
 	}
-	if (p->rw == UD_RW_PATH && rw_path_open(p->rw_path, &ls, e) < 0)
+	if (p->rw == UD_RW_PATH && rw_path_open(p->rw_path, rw_host, &ls, e) < 0)
 		goto out;
 
 	/* Scratch tmpfs on /tmp. Attached (not left detached): overlayfs clones its layers'
@@ -698,39 +760,8 @@ int ud_rootfs_enter(const struct ud_plan *p, struct ud_ns_fds *ns, ud_error *e)
 		ud_fail(e, UD_EXIT_MOUNT, errno, "opening the new root");
 		goto out;
 	}
-	/* A read-only root takes no new mount points; the init layer has /proc /dev /sys. */
-	struct mnt_set creatable = {.n = 0};
-	if (p->rw != UD_RW_NONE)
-		mnt_set_add(&creatable, rootfd);
-	for (size_t i = 1; i < p->n_ops; i++) {
-		const struct ud_op *op = &p->ops[i];
-		int rc;
-		if (op->type == UD_OP_BIND) {
-			rc = mount_bind(p, srcs[i], rootfd, op, &creatable, e);
-		} else {
-			/* /proc /dev /sys exist as plain directories thanks to the init layer; the
-			 * user's tmpfs targets are created if missing. */
-			ud_autoclose int t = resolve_in_root(rootfd, op->dst, &creatable, true, e);
-			if (t < 0)
-				goto out;
-			switch (op->type) {
-			case UD_OP_PROC:
-				rc = mount_proc(t, e);
-				break;
-			case UD_OP_DEV:
-				rc = mount_dev(t, e);
-				break;
-			case UD_OP_SYS:
-				rc = mount_sys(t, e);
-				break;
-			default:
-				rc = mount_tmpfs(t, op->dst, &creatable, e);
-				break;
-			}
-		}
-		if (rc < 0)
-			goto out;
-	}
+	if (mount_ops(p, rootfd, srcs, ls.scratch_fd, e) < 0)
+		goto out;
 
 	/* pivot_root(".", "."): the old root ends up mounted on top of the new one, where "." now
 	 * resolves; make it private (already so, but a detach must never propagate) and detach. */

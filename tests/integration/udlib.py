@@ -268,3 +268,17 @@ def image_top_level(info):
             else:
                 names.add(n)
     return names
+
+
+# The helper's confinement (docker run's defaults): masked and read-only paths inside /proc and
+# /sys, each a mount point of its own unless --no-confine. A kernel lacking one skips it.
+CONFINE_POINTS = frozenset([
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"])
+
+
+def without_confine(points):
+    """Mount points minus the confinement's (a list keeps its order and duplicates)."""
+    return [p for p in points if p not in CONFINE_POINTS]

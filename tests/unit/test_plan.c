@@ -49,6 +49,8 @@ static struct ud_options default_options(void)
 	o.timeout_ms = 10000;
 	o.rw = UD_RW_TMPFS;
 	o.mount_api = UD_API_AUTO;
+	/* Most tests look at the plan's own mounts; test_plan_confine* add the confinement. */
+	o.no_confine = true;
 	return o;
 }
 
@@ -542,6 +544,111 @@ static void test_plan_json_escaping(void **state)
 	ud_plan_free(&p);
 }
 
+/* ---- the confinement: docker run's masked and read-only paths ---------------------------------- */
+
+static const char *const masked[] = {
+	"/proc/asound",	      "/proc/acpi",	    "/proc/kcore",	"/proc/keys",
+	"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+	"/proc/scsi",	      "/sys/firmware",	    "/sys/devices/virtual/powercap"};
+static const char *const readonly[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+				       "/proc/sysrq-trigger"};
+
+/* Checks ops[from...] against the masks then the read-only paths, those under skip left out;
+ * returns the index after them. */
+static size_t check_confine(const struct ud_plan *p, size_t from, const char *skip)
+{
+	size_t i = from;
+	for (size_t k = 0; k < 16; k++) {
+		bool mask = k < 11;
+		const char *want = mask ? masked[k] : readonly[k - 11];
+		if (skip && !strncmp(want, skip, strlen(skip)))
+			continue;
+		assert_true(i < p->n_ops);
+		assert_int_equal(p->ops[i].type, mask ? UD_OP_MASK : UD_OP_READONLY);
+		assert_string_equal(p->ops[i].dst, want);
+		assert_true(p->ops[i].readonly);
+		assert_null(p->ops[i].src);
+		i++;
+	}
+	return i;
+}
+
+static void test_plan_confine(void **state)
+{
+	(void)state;
+	struct ud_image img = test_image();
+	struct ud_op binds[] = {{UD_OP_BIND, "/host/a", "/in/a", false}};
+	struct ud_options o = default_options();
+	o.no_confine = false;
+	o.binds = binds;
+	o.n_binds = 1;
+	struct ud_plan p;
+	build_ok(&o, &img, &p);
+	/* After /proc /dev /sys, which they lie in; before the operator's binds. */
+	assert_int_equal(p.ops[3].type, UD_OP_SYS);
+	size_t end = check_confine(&p, 4, NULL);
+	assert_int_equal(end, 20);
+	assert_int_equal(p.n_ops, 21);
+	assert_int_equal(p.ops[20].type, UD_OP_BIND);
+	assert_string_equal(ud_op_name(UD_OP_MASK), "mask");
+	assert_string_equal(ud_op_name(UD_OP_READONLY), "readonly");
+
+	char *text = ud_plan_json(&p);
+	json_object *j = json_tokener_parse(text);
+	free(text);
+	json_object *m, *c;
+	assert_true(json_object_object_get_ex(j, "mounts", &m));
+	assert_true(json_object_object_get_ex(j, "confine", &c));
+	assert_int_equal(json_object_array_length(m), 5);
+	assert_int_equal(json_object_array_length(c), 16);
+	json_object *first, *type;
+	first = json_object_array_get_idx(c, 0);
+	assert_true(json_object_object_get_ex(first, "type", &type));
+	assert_string_equal(json_object_get_string(type), "mask");
+	json_object_put(j);
+	ud_plan_free(&p);
+}
+
+static void test_plan_confine_follows_special_fs(void **state)
+{
+	(void)state;
+	struct ud_image img = test_image();
+	struct ud_plan p;
+	struct ud_options o = default_options();
+	o.no_confine = false;
+	o.no_proc = true; /* no /proc: none of its masks */
+	build_ok(&o, &img, &p);
+	assert_int_equal(check_confine(&p, 3, "/proc/"), p.n_ops);
+	assert_int_equal(p.n_ops, 5);
+	ud_plan_free(&p);
+
+	o.no_proc = false;
+	o.no_sys = true;
+	build_ok(&o, &img, &p);
+	assert_int_equal(check_confine(&p, 3, "/sys/"), p.n_ops);
+	assert_int_equal(p.n_ops, 17);
+	ud_plan_free(&p);
+}
+
+static void test_plan_rw_path_root_refused(void **state)
+{
+	(void)state;
+	static const char *bad[] = {"/", "//", "///"};
+	struct ud_image img = test_image();
+	for (size_t i = 0; i < 3; i++) {
+		struct ud_options o = default_options();
+		o.rw = UD_RW_PATH;
+		o.rw_path = bad[i];
+		struct ud_plan p;
+		ud_error e;
+		memset(&p, 0, sizeof(p));
+		memset(&e, 0, sizeof(e));
+		assert_int_equal(ud_plan_build(&o, &img, &p, &e), -1);
+		assert_int_equal(e.status, UD_EXIT_USAGE);
+		ud_plan_free(&p);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -557,6 +664,9 @@ int main(void)
 		cmocka_unit_test(test_plan_json_full),
 		cmocka_unit_test(test_plan_json_rw_modes),
 		cmocka_unit_test(test_plan_json_escaping),
+		cmocka_unit_test(test_plan_confine),
+		cmocka_unit_test(test_plan_confine_follows_special_fs),
+		cmocka_unit_test(test_plan_rw_path_root_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
