@@ -46,8 +46,8 @@ $(B)/uwsgi.h:
 	@mkdir -p $(dir $@)
 	$(UWSGI) --dot-h > $@
 
-PLUGIN_SRCS := $(wildcard hooks/docker/*.c) src/handoff.c src/error.c
-$(PLUGIN): $(PLUGIN_SRCS) $(wildcard hooks/docker/*.h) src/handoff.h src/error.h src/util.h $(B)/uwsgi.h
+PLUGIN_SRCS := $(wildcard hooks/docker/*.c) src/handoff.c src/error.c src/caps.c
+$(PLUGIN): $(PLUGIN_SRCS) $(wildcard hooks/docker/*.h) src/handoff.h src/error.h src/caps.h src/util.h $(B)/uwsgi.h
 	$(CC) $$($(UWSGI) --cflags) -D_GNU_SOURCE -Werror -I$(B) -Isrc -Ihooks/docker -fPIC -shared \
 		-o $@ $(PLUGIN_SRCS) -ldl
 

@@ -256,6 +256,12 @@ static int overlay_fd_or_string(const struct ud_plan *p, struct layer_set *ls, b
 			if (fsconfig(fsfd, FSCONFIG_SET_STRING, keys[i], vals[i], 0) < 0)
 				return fs_fail(e, fsfd, errno, keys[i]);
 	}
+	/* Docker's own layer dirs keep an image's trusted.overlay.redirect/metacopy xattrs (the
+	 * export path drops them); without these the kernel would follow them (and with
+	 * redirect_always_follow even redirect_dir=off does). */
+	if (fsconfig(fsfd, FSCONFIG_SET_STRING, "redirect_dir", "nofollow", 0) < 0 ||
+	    fsconfig(fsfd, FSCONFIG_SET_STRING, "metacopy", "off", 0) < 0)
+		return fs_fail(e, fsfd, errno, "redirect_dir=nofollow,metacopy=off");
 	if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 		return fs_fail(e, fsfd, errno, "creating the overlay root");
 	/* nosuid, nodev: without a user namespace or a bounding set, a setuid-root binary in the
@@ -318,6 +324,7 @@ static int overlay_legacy(const struct ud_plan *p, struct layer_set *ls, ud_erro
 	if (p->rw != UD_RW_NONE)
 		len += (size_t)snprintf(data + len, cap - len, ",upperdir=%s,workdir=%s", ls->upper,
 					ls->work);
+	len += (size_t)snprintf(data + len, cap - len, ",redirect_dir=nofollow,metacopy=off");
 	if (len > MAX_MOUNT_DATA)
 		return ud_fail(e, UD_EXIT_MOUNT, E2BIG,
 			       "overlay options for %zu layers are %zu bytes, more than mount(2) "

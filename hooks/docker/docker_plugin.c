@@ -19,6 +19,7 @@
 #include <sys/prctl.h>
 
 #include "appenv.h"
+#include "caps.h"
 
 struct ud_plugin ud = {.env = -1, .sock = -1, .peer = -1, .pidns = UD_PIDNS_INIT};
 
@@ -48,6 +49,9 @@ static struct uwsgi_option docker_options[] = {
 	 uwsgi_opt_true, &ud.env, 0},
 	{"docker-allow-root", optional_argument, 0, "allow app code to run as root inside the image",
 	 uwsgi_opt_true, &ud.allow_root, 0},
+	{"docker-no-confine", optional_argument, 0,
+	 "no Docker-style confinement (masked /proc paths, capabilities, Landlock): debugging only",
+	 uwsgi_opt_true, &ud.no_confine, 0},
 	{"docker-timeout", required_argument, 0, "timeout of each Docker API request, in seconds",
 	 uwsgi_opt_set_str, &ud.timeout, 0},
 	{"docker-mount-api", required_argument, 0, "auto, fd, string or legacy (see the helper)",
@@ -378,6 +382,11 @@ static void enter_image(const char *chdir_to)
 	/* The root is nosuid, but binds are not: nothing executed from here on gains privileges. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		fatal_errno("prctl(PR_SET_NO_NEW_PRIVS)");
+	/* What docker run gives a root process (uWSGI's setuid and setgid stay possible), and
+	 * Landlock's scoping: no abstract unix socket and no signal outside this process's domain
+	 * (the network namespace is the host's unless docker-unshare = net). */
+	if (!ud.no_confine && (ud_caps_docker_default(&e) < 0 || ud_landlock_scope(&e) < 0))
+		fatal(&e);
 	ud.entered = 1;
 }
 

@@ -43,6 +43,8 @@ char **ud_helper_argv(void)
 	OPT("--rw-path", ud.rwpath);
 	if (ud.read_only)
 		ARG("--read-only");
+	if (ud.no_confine)
+		ARG("--no-confine");
 	OPT("--mount-api", ud.mount_api);
 	OPT("--layers", ud.layers);
 	OPT("--cache-dir", ud.cache_dir);

@@ -24,6 +24,7 @@ struct ud_plugin {
 	char *helper;
 	int env; /* -1: default (on) */
 	int allow_root;
+	int no_confine;
 	char *timeout;
 	char *mount_api;
 	char *layers;

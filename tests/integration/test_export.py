@@ -1237,9 +1237,6 @@ def test_prune_ignores_reused_namespace_inode(ximages, cache, scratch):
 
 # ---------------------------------------------------------------- overlay xattrs in direct mode
 
-@pytest.mark.xfail(reason="needs the overlay root mounted with redirect_dir=nofollow and "
-                          "metacopy=off (rootfs.c); default kernels follow redirects",
-                   strict=False)
 def test_direct_mode_ignores_image_redirects(ximages, cache):
     """dockerd keeps an image's trusted.overlay.redirect in its own layer dirs; overlayfs follows
     it on lower layers unless mounted with redirect_dir=nofollow (redirect_always_follow makes
