@@ -23,7 +23,8 @@ LDFLAGS += -fsanitize=address,undefined
 B := build-san
 endif
 
-LIB_SRCS := src/error.c src/docker.c src/plan.c src/rootfs.c src/handoff.c src/export.c src/cache_trust.c src/caps.c src/rwpath.c
+# Every module but the command line's main.c is a library the unit tests link.
+LIB_SRCS := $(filter-out src/main.c,$(wildcard src/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
 HELPER := $(B)/uwsgi-docker-rootfs
 
@@ -46,14 +47,19 @@ $(B)/uwsgi.h:
 	@mkdir -p $(dir $@)
 	$(UWSGI) --dot-h > $@
 
-PLUGIN_SRCS := $(wildcard hooks/docker/*.c) src/handoff.c src/error.c src/caps.c
+# The helper's warnings on top of uWSGI's own flags.
+PLUGIN_WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2
+PLUGIN_SRCS := $(wildcard hooks/docker/*.c) src/handoff.c src/error.c src/caps.c src/util.c
 $(PLUGIN): $(PLUGIN_SRCS) $(wildcard hooks/docker/*.h) src/handoff.h src/error.h src/caps.h src/util.h $(B)/uwsgi.h
-	$(CC) $$($(UWSGI) --cflags) -D_GNU_SOURCE -Werror -I$(B) -Isrc -Ihooks/docker -fPIC -shared \
-		-o $@ $(PLUGIN_SRCS) -ldl
+	$(CC) $$($(UWSGI) --cflags) $(PLUGIN_WARN) -D_GNU_SOURCE -I$(B) -Isrc -Ihooks/docker -fPIC \
+		-shared -o $@ $(PLUGIN_SRCS) -ldl
 
-$(B)/obj/%.o: src/%.c $(wildcard src/*.h)
+# Header dependencies come from the compiler (-MMD): a .d file beside each object.
+$(B)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(wildcard $(B)/obj/*.d)
 
 $(HELPER): $(LIB_OBJS) $(B)/obj/main.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -83,7 +89,8 @@ check-clang: $(B)/uwsgi.h
 			-DFIXTURES='"x"' -Isrc $(shell $(PKG_CONFIG) --cflags $(PKGS)) -fsyntax-only $$f || exit 1; \
 	done
 	@for f in hooks/docker/*.c; do \
-		clang $$($(UWSGI) --cflags) -D_GNU_SOURCE -Werror -I$(B) -Isrc -Ihooks/docker -fsyntax-only $$f || exit 1; \
+		clang $$($(UWSGI) --cflags) $(PLUGIN_WARN) -D_GNU_SOURCE -I$(B) -Isrc -Ihooks/docker \
+			-fsyntax-only $$f || exit 1; \
 	done
 	@echo "clang: warnings-clean"
 

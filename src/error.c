@@ -1,5 +1,6 @@
 #include "error.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,6 +15,11 @@ int ud_fail(ud_error *e, int status, int errnum, const char *fmt, ...)
 	e->status = status;
 	e->errnum = errnum;
 	return -1;
+}
+
+int ud_oom(ud_error *e)
+{
+	return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
 }
 
 int ud_context(ud_error *e, const char *fmt, ...)

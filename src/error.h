@@ -30,6 +30,9 @@ typedef struct ud_error {
 int ud_fail(ud_error *e, int status, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/* The out-of-memory failure (status 70), in one place. */
+int ud_oom(ud_error *e);
+
 /* Prefixes context to an error already set ("while X: <old message>"), keeps status and errnum;
  * returns -1. */
 int ud_context(ud_error *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

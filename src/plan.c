@@ -35,24 +35,6 @@ const char *ud_op_name(enum ud_op_type t)
 	return "?";
 }
 
-const char *ud_ns_name(int clone_flag)
-{
-	switch (clone_flag) {
-	case CLONE_NEWNS:
-		return "mnt";
-	case CLONE_NEWIPC:
-		return "ipc";
-	case CLONE_NEWUTS:
-		return "uts";
-	case CLONE_NEWNET:
-		return "net";
-	case CLONE_NEWCGROUP:
-		return "cgroup";
-	case CLONE_NEWPID:
-		return "pid";
-	}
-	return "?";
-}
 
 /* Absolute, no empty, "." or ".." components, no trailing slash, not "/". Paths inside the image
  * are resolved inside the new root later anyway; refusing odd spellings keeps the plan readable and

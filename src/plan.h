@@ -8,6 +8,7 @@
 
 #include "docker.h"
 #include "error.h"
+#include "util.h"
 
 enum ud_rw_mode {
 	UD_RW_TMPFS,   /* default: a fresh tmpfs upper layer that dies with the namespace */
@@ -78,6 +79,5 @@ void ud_plan_free(struct ud_plan *p);
 char *ud_plan_json(const struct ud_plan *p);
 
 const char *ud_op_name(enum ud_op_type t);
-const char *ud_ns_name(int clone_flag);  /* "mnt", "ipc", ... */
 
 #endif

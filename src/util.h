@@ -44,6 +44,28 @@ static inline void *ud_steal_ptr(void *p)
 
 #define UD_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The environment variable through which uWSGI's plugin hands the helper its socket. */
+#define UD_FD_ENV "UWSGI_DOCKER_FD"
+
+/* openat2(2), which glibc 2.36 does not wrap. */
+int ud_openat2(int dirfd, const char *path, int flags, unsigned long long resolve);
+
+/* Appends *item (size bytes) to the malloc'ed array *arrp of *n elements; -1 with ENOMEM and
+ * nothing changed when it cannot grow. */
+int ud_push(void *arrp, size_t *n, size_t size, const void *item);
+
+/* A value <-> name table ending with {0, NULL}: one list serves parsing, --help and --print. */
+struct ud_name {
+	int value;
+	const char *name;
+};
+const char *ud_name_of(const struct ud_name *table, int value); /* "?" when absent */
+int ud_value_of(const struct ud_name *table, const char *name, int *value);
+
+/* Namespace names as /proc/self/ns and the command line spell them: CLONE_NEWNS -> "mnt". */
+const struct ud_name *ud_ns_names(void);
+const char *ud_ns_name(int clone_flag);
+
 /* mkdir -p for host paths the operator chose (--rw-path, --cache-dir); -1 with errno and the
  * failing prefix in failed (if not NULL). */
 static inline int ud_mkdir_p(const char *path, mode_t mode, char *failed, size_t failed_len)

@@ -20,6 +20,7 @@
 
 #include "appenv.h"
 #include "caps.h"
+#include "util.h"
 
 struct ud_plugin ud = {.env = -1, .sock = -1, .peer = -1, .pidns = UD_PIDNS_INIT};
 
@@ -77,22 +78,12 @@ static void fatal_errno(const char *what)
 
 static char *ns_list(const struct ud_handoff *h, char *buf, size_t len)
 {
-	static const struct {
-		int t;
-		const char *n;
-	} names[] = {{CLONE_NEWNS, "mnt"},
-		     {CLONE_NEWIPC, "ipc"},
-		     {CLONE_NEWUTS, "uts"},
-		     {CLONE_NEWNET, "net"},
-		     {CLONE_NEWCGROUP, "cgroup"}};
 	buf[0] = '\0';
-	for (int i = 0; i < h->n_fds; i++)
-		for (size_t j = 0; j < sizeof(names) / sizeof(names[0]); j++)
-			if (h->types[i] == names[j].t) {
-				if (buf[0])
-					strncat(buf, ",", len - strlen(buf) - 1);
-				strncat(buf, names[j].n, len - strlen(buf) - 1);
-			}
+	for (int i = 0; i < h->n_fds; i++) {
+		if (buf[0])
+			strncat(buf, ",", len - strlen(buf) - 1);
+		strncat(buf, ud_ns_name(h->types[i]), len - strlen(buf) - 1);
+	}
 	return buf;
 }
 
@@ -314,7 +305,7 @@ static void jail_form2(void)
 		fatal_errno("dup()");
 	char num[16];
 	snprintf(num, sizeof(num), "%d", ud.peer);
-	setenv("UWSGI_DOCKER_FD", num, 1);
+	setenv(UD_FD_ENV, num, 1);
 	if (ud.image)
 		add_helper_hook();
 	if (!uwsgi.exit_on_reload)
@@ -396,7 +387,7 @@ static void enter_form2(void)
 	disarm_hook_deadline();
 	close(ud.peer);
 	ud.peer = -1;
-	unsetenv("UWSGI_DOCKER_FD");
+	unsetenv(UD_FD_ENV);
 	/* The hook already ran and exited: its message is waiting, or it never sent one (killed by
 	 * a signal, which uWSGI counts as success). */
 	if (ud_handoff_recv(ud.sock, &ud.h, 2000, &e) < 0) {

@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "util.h"
+
 int ud_helper_deadline_s(void)
 {
 	double t = ud.timeout ? atof(ud.timeout) : 10.0;
@@ -99,9 +101,9 @@ int ud_run_helper(struct ud_handoff *h, ud_error *e)
 	char **envp = uwsgi_calloc(sizeof(char *) * (n_env + 2));
 	size_t j = 0;
 	for (size_t i = 0; i < n_env; i++)
-		if (strncmp(environ[i], "UWSGI_DOCKER_FD=", 16) != 0)
+		if (strncmp(environ[i], UD_FD_ENV "=", sizeof(UD_FD_ENV)) != 0)
 			envp[j++] = environ[i];
-	envp[j] = "UWSGI_DOCKER_FD=3";
+	envp[j] = UD_FD_ENV "=3";
 	char **argv = ud_helper_argv();
 	pid_t pid;
 	int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, envp);

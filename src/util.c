@@ -1,0 +1,62 @@
+/* Small helpers shared by the helper's modules and the plugin. */
+#include "util.h"
+
+#include <errno.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/syscall.h>
+
+int ud_openat2(int dirfd, const char *path, int flags, unsigned long long resolve)
+{
+	struct open_how how = {.flags = (unsigned long long)flags, .resolve = resolve};
+	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+int ud_push(void *arrp, size_t *n, size_t size, const void *item)
+{
+	void **arr = arrp;
+	char *grown = realloc(*arr, (*n + 1) * size);
+	if (!grown) {
+		errno = ENOMEM;
+		return -1;
+	}
+	memcpy(grown + *n * size, item, size);
+	*arr = grown;
+	(*n)++;
+	return 0;
+}
+
+static const struct ud_name ns_names[] = {
+	{CLONE_NEWNS, "mnt"},	{CLONE_NEWIPC, "ipc"},	     {CLONE_NEWUTS, "uts"},
+	{CLONE_NEWNET, "net"},	{CLONE_NEWCGROUP, "cgroup"}, {CLONE_NEWPID, "pid"},
+	{0, NULL},
+};
+
+const struct ud_name *ud_ns_names(void)
+{
+	return ns_names;
+}
+
+const char *ud_name_of(const struct ud_name *table, int value)
+{
+	for (; table->name; table++)
+		if (table->value == value)
+			return table->name;
+	return "?";
+}
+
+int ud_value_of(const struct ud_name *table, const char *name, int *value)
+{
+	for (; table->name; table++)
+		if (!strcmp(table->name, name)) {
+			*value = table->value;
+			return 0;
+		}
+	return -1;
+}
+
+const char *ud_ns_name(int clone_flag)
+{
+	return ud_name_of(ns_names, clone_flag);
+}
