@@ -15,6 +15,26 @@
 
 extern struct uwsgi_server uwsgi;
 
+void ud_host_ids(uid_t *uid, gid_t *gid)
+{
+	*uid = uwsgi.uid;
+	*gid = uwsgi.gid;
+	if (!*uid && uwsgi.uidname) {
+		struct passwd *pw = getpwnam(uwsgi.uidname);
+		char *end;
+		unsigned long n = strtoul(uwsgi.uidname, &end, 10);
+		/* an unknown name is not root: uWSGI refuses it itself, later */
+		*uid = pw ? pw->pw_uid : (!*end ? (uid_t)n : (uid_t)-1);
+		if (pw && !uwsgi.gid && !uwsgi.gidname)
+			*gid = pw->pw_gid;
+	}
+	if (!*gid && uwsgi.gidname) {
+		struct group *gr = getgrnam(uwsgi.gidname);
+		if (gr)
+			*gid = gr->gr_gid;
+	}
+}
+
 /* uWSGI resolves uid and gid names before the hook; without gid it would leave the master's
  * groups (root's) in place, so take the primary group from the host's passwd. */
 static int resolve_gid(struct ud_creds *c, ud_error *e)

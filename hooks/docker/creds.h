@@ -23,4 +23,8 @@ int ud_creds_apply(struct ud_creds *c, ud_error *e);
 
 void ud_creds_free(struct ud_creds *c);
 
+/* uid and gid as the ini names them, looked up on the host (uWSGI resolves names only later,
+ * and in form 1's master never): the one lookup behind the root refusal and socket owners. */
+void ud_host_ids(uid_t *uid, gid_t *gid);
+
 #endif

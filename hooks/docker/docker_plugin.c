@@ -15,7 +15,6 @@
  * behaves like form 2, with the helper run by the plugin itself. */
 #include "plugin.h"
 
-#include <pwd.h>
 #include <sys/prctl.h>
 
 #include "appenv.h"
@@ -63,20 +62,14 @@ static struct uwsgi_option docker_options[] = {
 	 uwsgi_opt_set_str, &ud.cache_dir, 0},
 	UWSGI_END_OF_OPTIONS};
 
-static void fatal(const ud_error *e)
+void ud_die(const ud_error *e)
 {
 	char buf[1400];
 	uwsgi_log(LOG_PREFIX "%s\n", ud_error_text(e, buf, sizeof(buf)));
 	exit(1);
 }
 
-static void fatal_errno(const char *what)
-{
-	uwsgi_log(LOG_PREFIX "%s: %s\n", what, strerror(errno));
-	exit(1);
-}
-
-static char *ns_list(const struct ud_handoff *h, char *buf, size_t len)
+char *ud_ns_list(const struct ud_handoff *h, char *buf, size_t len)
 {
 	buf[0] = '\0';
 	for (int i = 0; i < h->n_fds; i++) {
@@ -92,261 +85,41 @@ static int wants_env(void)
 	return ud.env != 0;
 }
 
-static int exec_as_root_runs_helper(void)
+void ud_refuse_root(void)
 {
-	struct uwsgi_string_list *usl;
-	uwsgi_foreach(usl, uwsgi.exec_as_root) if (strstr(usl->value, HELPER_NAME)) return 1;
-	return 0;
-}
-
-static void refuse_root(void)
-{
-	if (ud.allow_root)
+	uid_t uid;
+	gid_t gid;
+	ud_host_ids(&uid, &gid);
+	if (ud.allow_root || uid != 0)
 		return;
-	/* uid = 0 and uid = root set uidname too: resolve it as uWSGI will. */
-	uid_t uid = uwsgi.uid;
-	if (!uid && uwsgi.uidname) {
-		struct passwd *pw = getpwnam(uwsgi.uidname);
-		char *end;
-		unsigned long n = strtoul(uwsgi.uidname, &end, 10);
-		uid = pw ? pw->pw_uid : (!*end ? (uid_t)n : (uid_t)-1);
-	}
-	if (uid != 0)
-		return;
-	uwsgi_log(LOG_PREFIX "refusing to run app code as root inside image '%s': set uid "
-			     "(and gid), or docker-allow-root = true\n",
-		  ud.image ? ud.image : "(exec-as-root)");
-	exit(1);
+	ud_error e = {0};
+	ud_fail(&e, UD_EXIT_REFUSED, 0,
+		"refusing to run app code as root inside image '%s': set uid (and gid), or "
+		"docker-allow-root = true",
+		ud.image ? ud.image : "(exec-as-root)");
+	ud_die(&e);
 }
-
 
 /* The helper is ours to trust only as far as what it hands back is a namespace of its own: a
  * "helper" that returned our mount namespace would have the workers run on the host's files. */
-static void refuse_own_namespace(const struct ud_handoff *h)
+void ud_refuse_own_namespace(const struct ud_handoff *h)
 {
 	ud_error e = {0};
 	if (ud_handoff_check_foreign(h, &e) < 0)
-		fatal(&e);
-}
-
-/* ---------------------------------------------------------------- fork hooks (form 1)
- *
- * Only workers go into the PID namespace: gateways (the http router), daemons and cron tasks
- * forked by the master stay in the host's, and none of them may be visible to the workers (a
- * same-uid router on the host's filesystem would be a way out through /proc/<pid>/root).
- * uWSGI announces a worker's fork only to request plugins (uwsgi.p[], pre_uwsgi_fork and
- * post_uwsgi_fork in uwsgi_respawn_worker); this plugin is a generic one. So it takes one unused
- * request-plugin slot: a copy of uWSGI's "unconfigured" plugin (requests with that modifier are
- * still refused the same way) with the two fork hooks added. */
-extern struct uwsgi_plugin unconfigured_plugin;
-static struct uwsgi_plugin fork_hooks;
-
-static void pre_worker_fork(void)
-{
-	ud_error e = {0};
-	if (ud.pidns.gen_fd >= 0 && ud_pidns_enter(&ud.pidns, &e) < 0)
-		fatal(&e);
-}
-
-static void post_worker_fork(int child)
-{
-	ud_error e = {0};
-	if (!child && ud.pidns.gen_fd >= 0 && ud_pidns_leave(&ud.pidns, &e) < 0)
-		fatal(&e);
-}
-
-static void install_fork_hooks(void)
-{
-	for (int i = 0; i < 256; i++)
-		if (uwsgi.p[i] == &fork_hooks)
-			return;
-	for (int i = 255; i >= 0; i--) {
-		if (uwsgi.p[i] != &unconfigured_plugin)
-			continue;
-		fork_hooks = unconfigured_plugin;
-		fork_hooks.name = "docker-worker-pidns";
-		fork_hooks.pre_uwsgi_fork = pre_worker_fork;
-		fork_hooks.post_uwsgi_fork = post_worker_fork;
-		uwsgi.p[i] = &fork_hooks;
-		return;
-	}
-	uwsgi_log(LOG_PREFIX "no free request-plugin slot for the workers' fork hooks\n");
-	exit(1);
-}
-
-static void keep_fd(int fd)
-{
-	/* uwsgi_setup_inherited_sockets() closes unknown fds after a re-exec reload. */
-	if (fd >= 0)
-		uwsgi_add_safe_fd(fd);
-}
-
-/* ---------------------------------------------------------------- form 1: the master stays */
-
-static void jail_form1(void)
-{
-	ud_error e = {0};
-	ud.form = 1;
-	refuse_root();
-	/* Mules and spoolers never pass through uWSGI's privileges drop under master-as-root: they
-	 * would run app code as root, on the host. */
-	if (uwsgi.mules_cnt || uwsgi.farms_cnt || uwsgi.spoolers) {
-		uwsgi_log(LOG_PREFIX "docker-image cannot serve mules, farms or spoolers (under "
-				     "master-as-root they would run as root on the host): use "
-				     "exec-as-root = uwsgi-docker-rootfs %s\n",
-			  ud.image);
-		exit(1);
-	}
-	/* The helper runs in the workers' PID namespace: the /proc it mounts belongs to it. */
-	if (ud_pidns_create(&ud.pidns, &e) < 0)
-		fatal(&e);
-	int r = ud_run_helper(&ud.h, &e);
-	ud_error le = {0};
-	if (ud_pidns_leave(&ud.pidns, &le) < 0)
-		fatal(&le);
-	if (r < 0)
-		fatal(&e);
-	refuse_own_namespace(&ud.h);
-	for (int i = 0; i < ud.h.n_fds; i++)
-		keep_fd(ud.h.fds[i]);
-	keep_fd(ud.pidns.host_fd);
-	keep_fd(ud.pidns.gen_fd);
-	keep_fd(ud.pidns.life_fd);
-	install_fork_hooks();
-	if (!uwsgi.master_as_root || !uwsgi.lazy_apps)
-		uwsgi_log(LOG_PREFIX "enabling master-as-root and lazy-apps: the master stays "
-				     "on the host, each worker enters the image\n");
-	uwsgi.master_as_root = 1;
-	uwsgi.lazy_apps = 1;
-	char nsbuf[64];
-	uwsgi_log(LOG_PREFIX "image %s (%s), %u layers, namespaces %s,pid ready for the "
-			     "workers\n",
-		  ud.h.image, ud.h.id, ud.h.layers, ns_list(&ud.h, nsbuf, sizeof(nsbuf)));
-}
-
-/* ---------------------------------------------------------------- form 2: all of it enters */
-
-/* uWSGI runs exec-as-root hooks with no time limit. A helper that hangs would hold the
- * instance forever; past the plugin's deadline the instance ends instead, and with it (the
- * PID namespace's init sees its lifeline close) whatever the hook left running. */
-static struct sigaction hook_old_alarm;
-
-static void hook_deadline(int sig)
-{
-	(void)sig;
-	static const char msg[] = LOG_PREFIX "the exec-as-root helper did not hand over a "
-					     "namespace in time: stopping\n";
-	ssize_t w = write(2, msg, sizeof(msg) - 1);
-	(void)w;
-	_exit(1);
-}
-
-static void arm_hook_deadline(void)
-{
-	struct sigaction sa = {.sa_handler = hook_deadline};
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGALRM, &sa, &hook_old_alarm);
-	alarm((unsigned)ud_helper_deadline_s());
-}
-
-static void disarm_hook_deadline(void)
-{
-	alarm(0);
-	sigaction(SIGALRM, &hook_old_alarm, NULL);
-}
-
-static void add_helper_hook(void)
-{
-	/* docker-image without a master: the helper runs as an exec-as-root hook, like form 2
-	 * written by hand. */
-	char **hargv = ud_helper_argv();
-	char *cmd = uwsgi_str("exec");
-	for (char **a = hargv; *a; a++) {
-		if (strchr(*a, '\'')) {
-			uwsgi_log(LOG_PREFIX "option value with a quote: %s\n", *a);
-			exit(1);
-		}
-		char *q = uwsgi_concat3(" '", *a, "'");
-		char *n = uwsgi_concat2(cmd, q);
-		free(cmd);
-		free(q);
-		cmd = n;
-	}
-	free(hargv);
-	uwsgi_string_new_list(&uwsgi.exec_as_root, cmd);
-}
-
-static void jail_form2(void)
-{
-	ud_error e = {0};
-	ud.form = 2;
-	refuse_root();
-	/* Without a master the process that serves is the first one, and it cannot be moved
-	 * into a PID namespace: it would see the host's processes. */
-	if (!uwsgi.master_process) {
-		uwsgi_log(LOG_PREFIX "the docker plugin needs master = true (the processes that "
-				     "serve from image '%s' live in a PID namespace, and only the "
-				     "master's children can be put there)\n",
-			  ud.image ? ud.image : "(exec-as-root)");
-		exit(1);
-	}
-	/* Every process the master forks from now on (the hook and its helper, the workers) is
-	 * in the instance's own PID namespace. */
-	if (ud_pidns_create(&ud.pidns, &e) < 0)
-		fatal(&e);
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		fatal_errno("socketpair()");
-	ud.sock = sv[0];
-	/* The hook's /bin/sh -c must inherit this end. */
-	ud.peer = dup(sv[1]);
-	close(sv[1]);
-	if (ud.peer < 0)
-		fatal_errno("dup()");
-	char num[16];
-	snprintf(num, sizeof(num), "%d", ud.peer);
-	setenv(UD_FD_ENV, num, 1);
-	if (ud.image)
-		add_helper_hook();
-	if (!uwsgi.exit_on_reload)
-		uwsgi_log(LOG_PREFIX "the whole instance enters the image: a full reload will "
-				     "end it (exit-on-reload), for the Emperor to respawn\n");
-	uwsgi.exit_on_reload = 1;
-	arm_hook_deadline();
-}
-
-static void docker_jail(int (*start)(void *), char **argv)
-{
-	(void)start;
-	(void)argv;
-	if (ud.image && uwsgi.master_process)
-		jail_form1();
-	else if (ud.image || exec_as_root_runs_helper())
-		jail_form2();
+		ud_die(&e);
 }
 
 /* Unix sockets bound as root (form 1: by the master; form 2: by us before entering) go to the
  * uid/gid that nginx and the workers expect, unless chown-socket says otherwise. In form 1 the
- * master never resolved uid/gid names (master-as-root), so resolve them here, on the host. */
-static void chown_sockets(void)
+ * master never resolved uid/gid names (master-as-root), so they are resolved here, on the
+ * host. */
+void ud_chown_sockets(void)
 {
+	uid_t uid;
+	gid_t gid;
 	if (uwsgi.chown_socket)
 		return;
-	uid_t uid = uwsgi.uid;
-	gid_t gid = uwsgi.gid;
-	if (!uid && uwsgi.uidname) {
-		struct passwd *pw = getpwnam(uwsgi.uidname);
-		if (pw) {
-			uid = pw->pw_uid;
-			if (!uwsgi.gid && !uwsgi.gidname)
-				gid = pw->pw_gid;
-		}
-	}
-	if (!gid && uwsgi.gidname) {
-		struct group *gr = getgrnam(uwsgi.gidname);
-		if (gr)
-			gid = gr->gr_gid;
-	}
+	ud_host_ids(&uid, &gid);
 	if (!uid && !gid)
 		return;
 	struct uwsgi_socket *s;
@@ -356,84 +129,59 @@ static void chown_sockets(void)
 				uwsgi_error_realpath(s->name);
 }
 
-/* ---------------------------------------------------------------- entering */
-
 /* This process (a form 1 worker, or the form 2 master) goes into the image: groups looked up on
  * the host first, then the namespaces, then the rest inside. */
-static void enter_image(const char *chdir_to)
+void ud_enter_image(const char *chdir_to)
 {
 	ud_error e = {0};
 	struct ud_creds cr;
 	if (ud_creds_resolve(&cr, &e) < 0 || ud_handoff_enter(&ud.h, &e) < 0 ||
 	    ud_creds_apply(&cr, &e) < 0 || ud_chdir_image(chdir_to, &e) < 0)
-		fatal(&e);
+		ud_die(&e);
 	ud_creds_free(&cr);
 	if (wants_env() && ud_appenv_apply(ud.h.env, ud.h.n_env, &e) < 0)
-		fatal(&e);
+		ud_die(&e);
 	/* The root is nosuid, but binds are not: nothing executed from here on gains privileges. */
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		fatal_errno("prctl(PR_SET_NO_NEW_PRIVS)");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		ud_fail(&e, UD_EXIT_REFUSED, errno, "prctl(PR_SET_NO_NEW_PRIVS)");
+		ud_die(&e);
+	}
 	/* What docker run gives a root process (uWSGI's setuid and setgid stay possible), and
 	 * Landlock's scoping: no abstract unix socket and no signal outside this process's domain
 	 * (the network namespace is the host's unless docker-unshare = net). */
 	if (!ud.no_confine && (ud_caps_docker_default(&e) < 0 || ud_landlock_scope(&e) < 0))
-		fatal(&e);
+		ud_die(&e);
 	ud.entered = 1;
 }
 
-static void enter_form2(void)
+static int exec_as_root_runs_helper(void)
 {
-	ud_error e = {0};
-	disarm_hook_deadline();
-	close(ud.peer);
-	ud.peer = -1;
-	unsetenv(UD_FD_ENV);
-	/* The hook already ran and exited: its message is waiting, or it never sent one (killed by
-	 * a signal, which uWSGI counts as success). */
-	if (ud_handoff_recv(ud.sock, &ud.h, 2000, &e) < 0) {
-		if (e.errnum == ETIMEDOUT)
-			ud_fail(&e, UD_EXIT_HANDOFF, 0,
-				"the exec-as-root helper sent no namespace (was it killed?)");
-		fatal(&e);
-	}
-	close(ud.sock);
-	ud.sock = -1;
-	refuse_own_namespace(&ud.h);
-	/* Sockets are bound now, on the host, where nginx looks for them; uWSGI skips bound ones
-	 * later. */
-	uwsgi_bind_sockets();
-	chown_sockets();
-	/* The whole instance is inside, and Python starts after the privileges drop: the C
-	 * environment is all it needs. */
-	enter_image(ud.h.workdir);
-	char nsbuf[64];
-	uwsgi_log(LOG_PREFIX "entered image %s (%s), %u layers, namespaces %s,pid\n", ud.h.image,
-		  ud.h.id, ud.h.layers, ns_list(&ud.h, nsbuf, sizeof(nsbuf)));
-	/* uWSGI runs as-root hooks again on later uwsgi_as_root() calls (no uid): the helper is
-	 * not inside the image, and we are in already. */
-	uwsgi.exec_as_root = NULL;
+	struct uwsgi_string_list *usl;
+	uwsgi_foreach(usl, uwsgi.exec_as_root) if (strstr(usl->value, HELPER_NAME)) return 1;
+	return 0;
+}
+
+/* Root, config parsed, on every start and every re-exec reload. */
+static void docker_jail(int (*start)(void *), char **argv)
+{
+	(void)start;
+	(void)argv;
+	if (ud.image || exec_as_root_runs_helper())
+		ud_refuse_root();
+	if (ud.image && uwsgi.master_process)
+		ud_form1_jail();
+	else if (ud.image || exec_as_root_runs_helper())
+		ud_form2_jail();
 }
 
 static void docker_before_privileges_drop(void)
 {
-	if (ud.entered || !ud.form)
+	if (ud.entered)
 		return;
-	if (ud.form == 2) {
-		enter_form2();
-		return;
-	}
-	/* Form 1: a worker, right after fork, as root. The master keeps its copies. Gateways
-	 * (http, fastrouter...) come here too under master-as-root: they stay on the host. */
-	if (uwsgi.mywid <= 0)
-		return;
-	if (ud.h.n_fds < 1) {
-		ud_error e = {0};
-		ud_fail(&e, UD_EXIT_HANDOFF, 0, "no namespace to enter for image '%s'", ud.image);
-		fatal(&e);
-	}
-	ud_pidns_close(&ud.pidns);
-	/* The master's chdir option names a path for the app: inside the image. */
-	enter_image(uwsgi.chdir ? uwsgi.chdir : ud.h.workdir);
+	if (ud.form == UD_FORM_WORKERS)
+		ud_form1_enter_worker();
+	else if (ud.form == UD_FORM_INSTANCE)
+		ud_form2_enter();
 }
 
 /* A worker, after the language plugins' own post_fork: Python copied the environment into
@@ -441,14 +189,15 @@ static void docker_before_privileges_drop(void)
 static void docker_post_fork(void)
 {
 	ud_error e = {0};
-	if (ud.form == 1 && ud.entered && wants_env() && ud_appenv_refresh_runtimes(&e) < 0)
-		fatal(&e);
+	if (ud.form == UD_FORM_WORKERS && ud.entered && wants_env() &&
+	    ud_appenv_refresh_runtimes(&e) < 0)
+		ud_die(&e);
 }
 
 static void docker_post_init(void)
 {
-	if (ud.form == 1)
-		chown_sockets();
+	if (ud.form == UD_FORM_WORKERS)
+		ud_chown_sockets();
 }
 
 struct uwsgi_plugin docker_plugin = {

@@ -12,6 +12,12 @@
 #define LOG_PREFIX "[docker] "
 #define HELPER_NAME "uwsgi-docker-rootfs"
 
+enum ud_form {
+	UD_FORM_NONE,
+	UD_FORM_WORKERS,  /* form 1, docker-image: the master stays on the host */
+	UD_FORM_INSTANCE, /* form 2, exec-as-root: the whole instance enters */
+};
+
 struct ud_plugin {
 	/* options */
 	char *image;
@@ -31,7 +37,7 @@ struct ud_plugin {
 	char *cache_dir;
 
 	/* state */
-	int form;  /* 0: unused, 1: master keeps the namespace, 2: the whole instance enters */
+	enum ud_form form;
 	int sock;  /* form 2: our end of the hand-off socket, -1 */
 	int peer;  /* form 2: the end the hook inherits, -1 */
 	int entered;
@@ -41,6 +47,20 @@ struct ud_plugin {
 
 extern struct ud_plugin ud;
 extern struct uwsgi_server uwsgi;
+
+/* docker_plugin.c: what both forms share. The plugin fails one way: one log line, exit 1. */
+__attribute__((noreturn)) void ud_die(const ud_error *e);
+char *ud_ns_list(const struct ud_handoff *h, char *buf, size_t len);
+void ud_refuse_root(void);
+void ud_refuse_own_namespace(const struct ud_handoff *h);
+void ud_chown_sockets(void);
+void ud_enter_image(const char *chdir_to);
+
+/* form1.c, form2.c */
+void ud_form1_jail(void);
+void ud_form1_enter_worker(void);
+void ud_form2_jail(void);
+void ud_form2_enter(void);
 
 /* helper.c: runs uwsgi-docker-rootfs (form 1) and receives its namespace. */
 int ud_run_helper(struct ud_handoff *h, ud_error *e);
