@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -33,12 +34,11 @@
 
 #include "util.h"
 
-/* The init's own root: an empty read-only tmpfs in a private mount namespace, so that its
- * /proc/1/root and cwd lead nowhere even for a process allowed to follow them. */
+/* The init's own root: an empty read-only tmpfs, never attached anywhere (chroot into a
+ * detached mount needs no mount namespace of its own), so that its /proc/1/root and cwd lead
+ * nowhere even for a process allowed to follow them. */
 static int init_jail(void)
 {
-	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		return -1;
 	ud_autoclose int fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
 	if (fs < 0 || fsconfig(fs, FSCONFIG_SET_STRING, "size", "4k", 0) < 0 ||
 	    fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
@@ -91,8 +91,21 @@ static __attribute__((noreturn)) void run_init(int lifeline)
 	}
 }
 
+/* No child keeps the master's copies: a worker or gateway holding the lifeline's write end
+ * would keep the init (and with it the namespace) alive after the master is gone. */
+static struct ud_pidns *forked_copy;
+
+static void close_in_child(void)
+{
+	if (forked_copy)
+		ud_pidns_close(forked_copy);
+}
+
 int ud_pidns_create(struct ud_pidns *p, ud_error *e)
 {
+	if (!forked_copy && pthread_atfork(NULL, NULL, close_in_child) != 0)
+		return ud_fail(e, UD_EXIT_MOUNT, ENOMEM, "pthread_atfork");
+	forked_copy = p;
 	p->host_fd = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
 	if (p->host_fd < 0)
 		return ud_fail(e, UD_EXIT_MOUNT, errno, "opening /proc/self/ns/pid");
