@@ -69,6 +69,16 @@ void ud_die(const ud_error *e)
 	exit(1);
 }
 
+void ud_dief(int errnum, const char *fmt, ...)
+{
+	ud_error e = {.errnum = errnum};
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e.msg, sizeof(e.msg), fmt, ap);
+	va_end(ap);
+	ud_die(&e);
+}
+
 char *ud_ns_list(const struct ud_handoff *h, char *buf, size_t len)
 {
 	buf[0] = '\0';
@@ -92,12 +102,10 @@ void ud_refuse_root(void)
 	ud_host_ids(&uid, &gid);
 	if (ud.allow_root || uid != 0)
 		return;
-	ud_error e = {0};
-	ud_fail(&e, UD_EXIT_REFUSED, 0,
+	ud_dief(0,
 		"refusing to run app code as root inside image '%s': set uid (and gid), or "
 		"docker-allow-root = true",
 		ud.image ? ud.image : "(exec-as-root)");
-	ud_die(&e);
 }
 
 /* The helper is ours to trust only as far as what it hands back is a namespace of its own: a
@@ -142,10 +150,8 @@ void ud_enter_image(const char *chdir_to)
 	if (wants_env() && ud_appenv_apply(ud.h.env, ud.h.n_env, &e) < 0)
 		ud_die(&e);
 	/* The root is nosuid, but binds are not: nothing executed from here on gains privileges. */
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		ud_fail(&e, UD_EXIT_REFUSED, errno, "prctl(PR_SET_NO_NEW_PRIVS)");
-		ud_die(&e);
-	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		ud_dief(errno, "prctl(PR_SET_NO_NEW_PRIVS)");
 	/* What docker run gives a root process (uWSGI's setuid and setgid stay possible), and
 	 * Landlock's scoping: no abstract unix socket and no signal outside this process's domain
 	 * (the network namespace is the host's unless docker-unshare = net). */

@@ -43,9 +43,7 @@ static void install_fork_hooks(void)
 		uwsgi.p[i] = &fork_hooks;
 		return;
 	}
-	ud_error e = {0};
-	ud_fail(&e, UD_EXIT_REFUSED, 0, "no free request-plugin slot for the workers' fork hooks");
-	ud_die(&e);
+	ud_dief(0, "no free request-plugin slot for the workers' fork hooks");
 }
 
 /* uwsgi_setup_inherited_sockets() closes unknown fds after a re-exec reload. */
@@ -65,12 +63,10 @@ static void refuse_mules(void)
 {
 	if (!uwsgi.mules_cnt && !uwsgi.farms_cnt && !uwsgi.spoolers)
 		return;
-	ud_error e = {0};
-	ud_fail(&e, UD_EXIT_REFUSED, 0,
+	ud_dief(0,
 		"docker-image cannot serve mules, farms or spoolers (under master-as-root they "
 		"would run as root on the host): use exec-as-root = uwsgi-docker-rootfs %s",
 		ud.image);
-	ud_die(&e);
 }
 
 /* The helper runs in the workers' PID namespace: the /proc it mounts belongs to it. */
@@ -111,11 +107,8 @@ void ud_form1_enter_worker(void)
 {
 	if (uwsgi.mywid <= 0)
 		return;
-	if (ud.h.n_fds < 1) {
-		ud_error e = {0};
-		ud_fail(&e, UD_EXIT_HANDOFF, 0, "no namespace to enter for image '%s'", ud.image);
-		ud_die(&e);
-	}
+	if (ud.h.n_fds < 1)
+		ud_dief(0, "no namespace to enter for image '%s'", ud.image);
 	ud_pidns_close(&ud.pidns);
 	/* The master's chdir option names a path for the app: inside the image. */
 	ud_enter_image(uwsgi.chdir ? uwsgi.chdir : ud.h.workdir);

@@ -41,30 +41,23 @@ static void require_master(void)
 {
 	if (uwsgi.master_process)
 		return;
-	ud_error e = {0};
-	ud_fail(&e, UD_EXIT_REFUSED, 0,
+	ud_dief(0,
 		"the docker plugin needs master = true (the processes that serve from image '%s' "
 		"live in a PID namespace, and only the master's children can be put there)",
 		ud.image ? ud.image : "(exec-as-root)");
-	ud_die(&e);
 }
 
 /* The hook's /bin/sh -c inherits one end (not CLOEXEC), named in UWSGI_DOCKER_FD. */
 static void open_handoff_socket(void)
 {
-	ud_error e = {0};
 	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		ud_fail(&e, UD_EXIT_HANDOFF, errno, "socketpair");
-		ud_die(&e);
-	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		ud_dief(errno, "socketpair");
 	ud.sock = sv[0];
 	ud.peer = dup(sv[1]);
 	close(sv[1]);
-	if (ud.peer < 0) {
-		ud_fail(&e, UD_EXIT_HANDOFF, errno, "dup");
-		ud_die(&e);
-	}
+	if (ud.peer < 0)
+		ud_dief(errno, "dup");
 	char num[16];
 	snprintf(num, sizeof(num), "%d", ud.peer);
 	setenv(UD_FD_ENV, num, 1);

@@ -50,6 +50,7 @@ extern struct uwsgi_server uwsgi;
 
 /* docker_plugin.c: what both forms share. The plugin fails one way: one log line, exit 1. */
 __attribute__((noreturn)) void ud_die(const ud_error *e);
+__attribute__((noreturn, format(printf, 2, 3))) void ud_dief(int errnum, const char *fmt, ...);
 char *ud_ns_list(const struct ud_handoff *h, char *buf, size_t len);
 void ud_refuse_root(void);
 void ud_refuse_own_namespace(const struct ud_handoff *h);
