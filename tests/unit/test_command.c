@@ -55,7 +55,7 @@ static void test_default_path_term_hostname(void **state)
 	setenv("HOSTNAME", "host", 1);
 	ud_error e = {0};
 	assert_int_equal(ud_command_environ(&img, NULL, &e), 0);
-	assert_string_equal(getenv("PATH"), UD_COMMAND_DEFAULT_PATH + 5);
+	assert_string_equal(getenv("PATH"), &UD_COMMAND_DEFAULT_PATH[5]);
 	assert_string_equal(getenv("TERM"), "xterm");
 	assert_string_equal(getenv("HOSTNAME"), "host");
 	assert_int_equal(env_count(), 3);
