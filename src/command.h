@@ -1,0 +1,21 @@
+/* -- COMMAND: the process docker run would start, run inside the prepared root. */
+#ifndef UD_COMMAND_H
+#define UD_COMMAND_H
+
+#include "docker.h"
+#include "error.h"
+#include "plan.h"
+
+#define UD_COMMAND_DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Replaces the environment with the image's Env (kept by pointer: img must outlive it), the
+ * default PATH when the image sets none, and the caller's TERM and HOSTNAME (hostname, when not
+ * NULL, instead of the latter) unless the image sets them. */
+int ud_command_environ(const struct ud_image *img, const char *hostname, ud_error *e);
+
+/* chdir to the WorkingDir, the environment above, Docker's confinement unless o->no_confine,
+ * then execvp. Returns only on failure (status 127 for a missing COMMAND, else 126). */
+int ud_command_exec(const struct ud_image *img, const struct ud_options *o, char **command,
+		    ud_error *e);
+
+#endif
