@@ -317,7 +317,7 @@ static int parse_args(int argc, char **argv, struct cli *c, ud_error *e)
 		case OPT_CACHE_MAX_FILES:
 		case OPT_CACHE_MAX_BYTES:
 		case OPT_CACHE_MAX_APPARENT:
-			if (ud_cache_limit_option(ch == OPT_CACHE_MAX_FILES   ? "cache-max-files"
+			if (ud_layer_limit_option(ch == OPT_CACHE_MAX_FILES   ? "cache-max-files"
 						  : ch == OPT_CACHE_MAX_BYTES ? "cache-max-bytes"
 									      : "cache-max-apparent",
 						  optarg, e) < 0)
@@ -713,7 +713,7 @@ static int resolve_layers(const struct cli *c, struct ud_docker *d, struct ud_im
 	}
 	/* An export may rightly take minutes; a stalled one ends at --timeout (export.c). */
 	arm_budget(BUDGET_EXPORT_S);
-	int r = ud_cache_prepare(d, img, c->cache_dir, c->print, cache_lock, e);
+	int r = ud_export_prepare(d, img, c->cache_dir, c->print, cache_lock, e);
 	arm_budget(direct_budget(c->o.timeout_ms));
 	return r;
 }

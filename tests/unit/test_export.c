@@ -17,25 +17,25 @@ static void test_member_names(void **state)
 	static const char *const bad[] = {"",	  "/etc/passwd", "..",	"../x",
 					  "a/..", "a/../b",	 "a/b/../../../c"};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-		assert_true(ud_member_name_safe(ok[i]));
+		assert_true(ud_layer_member_name_safe(ok[i]));
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		assert_false(ud_member_name_safe(bad[i]));
-	assert_false(ud_member_name_safe(NULL));
+		assert_false(ud_layer_member_name_safe(bad[i]));
+	assert_false(ud_layer_member_name_safe(NULL));
 }
 
 static void test_whiteouts(void **state)
 {
 	(void)state;
 	size_t off = 0;
-	assert_int_equal(ud_whiteout_kind("etc/.wh.passwd", &off), 1);
+	assert_int_equal(ud_layer_whiteout_kind("etc/.wh.passwd", &off), 1);
 	assert_string_equal(&"etc/.wh.passwd"[off], "passwd");
-	assert_int_equal(ud_whiteout_kind(".wh.top", &off), 1);
+	assert_int_equal(ud_layer_whiteout_kind(".wh.top", &off), 1);
 	assert_int_equal(off, 4);
-	assert_int_equal(ud_whiteout_kind("var/cache/.wh..wh..opq", NULL), 2);
-	assert_int_equal(ud_whiteout_kind(".wh..wh..opq", NULL), 2);
-	assert_int_equal(ud_whiteout_kind("etc/passwd", NULL), 0);
-	assert_int_equal(ud_whiteout_kind("etc/.wh.", NULL), 0);
-	assert_int_equal(ud_whiteout_kind("a.wh.b", NULL), 0);
+	assert_int_equal(ud_layer_whiteout_kind("var/cache/.wh..wh..opq", NULL), 2);
+	assert_int_equal(ud_layer_whiteout_kind(".wh..wh..opq", NULL), 2);
+	assert_int_equal(ud_layer_whiteout_kind("etc/passwd", NULL), 0);
+	assert_int_equal(ud_layer_whiteout_kind("etc/.wh.", NULL), 0);
+	assert_int_equal(ud_layer_whiteout_kind("a.wh.b", NULL), 0);
 }
 
 static void test_cache_paths(void **state)
@@ -62,41 +62,41 @@ static void test_name_fits(void **state)
 {
 	(void)state;
 	char buf[5000];
-	assert_true(ud_name_fits("a/b/c"));
+	assert_true(ud_layer_name_fits("a/b/c"));
 	memset(buf, 'n', 255);
 	buf[255] = '\0';
-	assert_true(ud_name_fits(buf));
+	assert_true(ud_layer_name_fits(buf));
 	buf[255] = 'n';
 	buf[256] = '\0';
-	assert_false(ud_name_fits(buf)); /* one component of 256 */
+	assert_false(ud_layer_name_fits(buf)); /* one component of 256 */
 	for (size_t i = 0; i < 4095; i++)
 		buf[i] = i % 100 == 99 ? '/' : 'x';
 	buf[4095] = '\0';
-	assert_true(ud_name_fits(buf)); /* 4095 bytes: fits with its NUL */
+	assert_true(ud_layer_name_fits(buf)); /* 4095 bytes: fits with its NUL */
 	buf[4095] = 'x';
 	buf[4096] = '\0';
-	assert_false(ud_name_fits(buf));
-	assert_true(ud_name_fits("a//b///c"));
+	assert_false(ud_layer_name_fits(buf));
+	assert_true(ud_layer_name_fits("a//b///c"));
 }
 
 static void test_sizes(void **state)
 {
 	(void)state;
 	uint64_t v = 0;
-	assert_int_equal(ud_parse_size("123", &v), 0);
+	assert_int_equal(ud_layer_parse_size("123", &v), 0);
 	assert_int_equal(v, 123);
-	assert_int_equal(ud_parse_size("16G", &v), 0);
+	assert_int_equal(ud_layer_parse_size("16G", &v), 0);
 	assert_true(v == 16ULL << 30);
-	assert_int_equal(ud_parse_size("2k", &v), 0);
+	assert_int_equal(ud_layer_parse_size("2k", &v), 0);
 	assert_int_equal(v, 2048);
-	assert_int_equal(ud_parse_size("512MiB", &v), 0);
+	assert_int_equal(ud_layer_parse_size("512MiB", &v), 0);
 	assert_true(v == 512ULL << 20);
-	assert_int_equal(ud_parse_size("1TB", &v), 0);
+	assert_int_equal(ud_layer_parse_size("1TB", &v), 0);
 	assert_true(v == 1ULL << 40);
 	static const char *const bad[] = {"", "0", "-1", "1X", "1GG", "G", "1 G", "99999999999P",
 					  "18446744073709551616", " 1"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		assert_int_equal(ud_parse_size(bad[i], &v), -1);
+		assert_int_equal(ud_layer_parse_size(bad[i], &v), -1);
 }
 
 static void test_record_names(void **state)
@@ -106,14 +106,14 @@ static void test_record_names(void **state)
 	static const char *const junk[] = {"mnt-", "mnt-x", "prune.lock", "mnt-12-abc-3",
 					   "mnt-12-0123456789abcdef0123456789abcdef-"};
 	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
-		assert_false(ud_mntns_record_alive(junk[i], &valid));
+		assert_false(ud_cache_trust_record_alive(junk[i], &valid));
 		assert_false(valid);
 	}
 	/* Another boot's record is dead whatever its inode. */
-	assert_false(ud_mntns_record_alive("mnt-1-00000000000000000000000000000000-7", &valid));
+	assert_false(ud_cache_trust_record_alive("mnt-1-00000000000000000000000000000000-7", &valid));
 	assert_true(valid);
 	/* The previous format: the inode alone (this one is nobody's). */
-	assert_false(ud_mntns_record_alive("mnt-1", &valid));
+	assert_false(ud_cache_trust_record_alive("mnt-1", &valid));
 	assert_true(valid);
 }
 
