@@ -1,4 +1,4 @@
-/* Layer tar members as export.c classifies them before anything touches the disk: the member
+/* Layer tar members as layer.c classifies them before anything touches the disk: the member
  * name (after the leading "./" are stripped, as extract_tar() does), a hard link's target, and
  * whiteouts. The input is "NAME\0LINKTARGET" (the target is optional). Also the cache path of a
  * diffID, which comes from the image config and names a directory under the cache.
