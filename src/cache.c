@@ -137,9 +137,9 @@ static int layer_state(const struct ud_cache *c, const char *hex, ud_error *e)
 {
 	struct stat st;
 	if (fstatat(c->sha_fd, hex, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return errno == ENOENT ? 0
-				       : ud_fail(e, UD_EXIT_STORAGE, errno, "layer cache %s/sha256/%s",
-						 c->dir, hex);
+		return errno == ENOENT ? 0 :
+					 ud_fail(e, UD_EXIT_STORAGE, errno,
+						 "layer cache %s/sha256/%s", c->dir, hex);
 	if (!S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)))
 		return ud_fail(e, UD_EXIT_STORAGE, 0,
 			       "layer cache: %s/sha256/%s is not a directory of root's alone "
@@ -174,8 +174,8 @@ int ud_cache_point_image(struct ud_image *img, const char *cache, ud_error *e)
 		const char *diff = img->diff_ids[img->n_diff_ids - 1 - i];
 		if (ud_cache_layer_path(cache, diff, p, sizeof(p)) < 0) {
 			free_strings(layers, n);
-			return ud_fail(e, UD_EXIT_STORAGE, 0, "image '%s': bad diffID '%s'", img->ref,
-				       diff);
+			return ud_fail(e, UD_EXIT_STORAGE, 0, "image '%s': bad diffID '%s'",
+				       img->ref, diff);
 		}
 		bool dup = false;
 		for (size_t j = 0; j < n && !dup; j++)
@@ -367,8 +367,8 @@ int ud_cache_record_use(int users_dir, const struct ud_image *img, int mnt_ns_fd
 	char name[128];
 	if (ud_cache_trust_record_name(mnt_ns_fd, name, sizeof(name), e) < 0)
 		return -1;
-	ud_autoclose int fd =
-		openat(users_dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	ud_autoclose int fd = openat(users_dir, name,
+				     O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return ud_fail(e, UD_EXIT_STORAGE, errno, "recording the layers in use");
 	for (size_t i = 0; i < img->n_diff_ids; i++)

@@ -13,7 +13,6 @@
 #include "la.h"
 #include "util.h"
 
-#define la ud_la
 #define HEX_LEN 64
 #define MAX_CONFIG (16 * 1024 * 1024)
 
@@ -66,7 +65,7 @@ static la_ssize_t outer_read(struct archive *a, void *client, const void **buf)
 	long n = ud_stream_read(o->s, buf, &o->se);
 	if (n < 0) {
 		o->failed = true;
-		la.archive_set_error(a, EIO, "export stream failed");
+		ud_la.archive_set_error(a, EIO, "export stream failed");
 		return -1;
 	}
 	return n;
@@ -85,7 +84,7 @@ static char *read_small(struct archive *a, size_t *len)
 			buf = nb;
 			cap *= 2;
 		}
-		la_ssize_t r = la.archive_read_data(a, buf + n, cap - n);
+		la_ssize_t r = ud_la.archive_read_data(a, buf + n, cap - n);
 		if (r < 0)
 			return NULL;
 		if (r == 0)
@@ -108,7 +107,8 @@ static bool sha256_is(const char *data, size_t len, const char *hex)
 }
 
 /* One export being read into the cache. */
-struct export {
+struct export
+{
 	const struct ud_image *img;
 	const char *id_hex;
 	struct archive *outer;
@@ -131,9 +131,9 @@ static int check_config(struct export *x, ud_error *e)
 
 static int export_member(struct export *x, struct archive_entry *ent, ud_error *e)
 {
-	if (la.archive_entry_filetype(ent) != AE_IFREG)
+	if (ud_la.archive_entry_filetype(ent) != AE_IFREG)
 		return 0;
-	const char *name = la.archive_entry_pathname(ent);
+	const char *name = ud_la.archive_entry_pathname(ent);
 	char named[HEX_LEN + 1];
 	enum ud_export_member kind = ud_export_classify(name, named);
 	bool by_digest = kind == UD_EXPORT_BLOB || kind == UD_EXPORT_HEX_TAR;
@@ -159,21 +159,21 @@ static int export_member(struct export *x, struct archive_entry *ent, ud_error *
 static int read_export(struct export *x, struct outer_src *src, ud_error *e)
 {
 	const char *ref = x->img->ref;
-	if (la.archive_read_open(x->outer, src, NULL, outer_read, NULL) != ARCHIVE_OK)
-		return src->failed ? -1
-				   : ud_fail(e, UD_EXIT_DAEMON, 0,
+	if (ud_la.archive_read_open(x->outer, src, NULL, outer_read, NULL) != ARCHIVE_OK)
+		return src->failed ? -1 :
+				     ud_fail(e, UD_EXIT_DAEMON, 0,
 					     "image '%s': the export is not a tar archive: %s", ref,
-					     la.archive_error_string(x->outer));
+					     ud_la.archive_error_string(x->outer));
 	for (;;) {
 		struct archive_entry *ent;
-		int h = la.archive_read_next_header(x->outer, &ent);
+		int h = ud_la.archive_read_next_header(x->outer, &ent);
 		if (h == ARCHIVE_EOF)
 			break;
 		if (h < ARCHIVE_WARN)
-			return src->failed ? -1
-					   : ud_fail(e, UD_EXIT_DAEMON, 0,
+			return src->failed ? -1 :
+					     ud_fail(e, UD_EXIT_DAEMON, 0,
 						     "image '%s': broken export archive: %s", ref,
-						     la.archive_error_string(x->outer));
+						     ud_la.archive_error_string(x->outer));
 		if (export_member(x, ent, e) < 0)
 			return -1;
 	}
@@ -195,8 +195,8 @@ static int export_layers(struct ud_docker *d, const struct ud_image *img, struct
 {
 	struct export x = {.img = img, .id_hex = ud_cache_digest_hex(img->id), .c = c, .w = w};
 	if (!x.id_hex)
-		return ud_fail(e, UD_EXIT_STORAGE, 0, "image '%s' has an unexpected id '%s'", img->ref,
-			       img->id);
+		return ud_fail(e, UD_EXIT_STORAGE, 0, "image '%s' has an unexpected id '%s'",
+			       img->ref, img->id);
 	if (ud_la_load(e) < 0)
 		return -1;
 	char path[256];
@@ -204,15 +204,15 @@ static int export_layers(struct ud_docker *d, const struct ud_image *img, struct
 	struct outer_src src = {0};
 	if (ud_docker_stream_open(d, path, &src.s, e) < 0)
 		return -1;
-	if (!(x.outer = la.archive_read_new())) {
+	if (!(x.outer = ud_la.archive_read_new())) {
 		ud_stream_close(src.s);
 		return ud_oom(e);
 	}
-	la.archive_read_support_format_tar(x.outer);
+	ud_la.archive_read_support_format_tar(x.outer);
 	int r = read_export(&x, &src, e);
 	if (r < 0 && src.failed && e)
 		*e = src.se;
-	la.archive_read_free(x.outer);
+	ud_la.archive_read_free(x.outer);
 	ud_stream_close(src.s);
 	return r;
 }
@@ -225,8 +225,8 @@ int ud_export_prepare(struct ud_docker *d, struct ud_image *img, const char *cac
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "image '%s' lists no layers (RootFS.Layers)",
 			       img->ref);
 	if (img->n_diff_ids > UD_MAX_LAYERS)
-		return ud_fail(e, UD_EXIT_STORAGE, 0, "image '%s' has more than %d layers", img->ref,
-			       UD_MAX_LAYERS);
+		return ud_fail(e, UD_EXIT_STORAGE, 0, "image '%s' has more than %d layers",
+			       img->ref, UD_MAX_LAYERS);
 	if (cache[0] != '/' || strpbrk(cache, ",:\\") || strlen(cache) > 1024)
 		return ud_fail(e, UD_EXIT_USAGE, 0,
 			       "--cache-dir must be an absolute path without ',' ':' or '\\'");
@@ -237,7 +237,8 @@ int ud_export_prepare(struct ud_docker *d, struct ud_image *img, const char *cac
 	struct ud_cache c;
 	struct ud_cache_want w = {0};
 	int r = -1;
-	if (ud_cache_open(&c, cache, e) == 0 && ud_cache_lock_prune(&c, false, cache_lock, e) == 0 &&
+	if (ud_cache_open(&c, cache, e) == 0 &&
+	    ud_cache_lock_prune(&c, false, cache_lock, e) == 0 &&
 	    ud_cache_want_missing(&c, img, &w, e) == 0)
 		r = w.n ? export_layers(d, img, &c, &w, e) : 0;
 	ud_cache_want_release(&w);

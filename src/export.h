@@ -11,7 +11,7 @@
 #include "layer.h"
 
 enum ud_layers_mode {
-	UD_LAYERS_AUTO,   /* the daemon's overlay dirs when usable, else export */
+	UD_LAYERS_AUTO,	  /* the daemon's overlay dirs when usable, else export */
 	UD_LAYERS_DIRECT, /* only the daemon's dirs */
 	UD_LAYERS_EXPORT, /* always the cache */
 };
@@ -29,7 +29,7 @@ int ud_export_prepare(struct ud_docker *d, struct ud_image *img, const char *cac
  * OCI layout: blobs/sha256/<hex> for everything (config, manifests, compressed layers). */
 enum ud_export_member {
 	UD_EXPORT_OTHER,
-	UD_EXPORT_BLOB,      /* blobs/sha256/<hex> */
+	UD_EXPORT_BLOB,	     /* blobs/sha256/<hex> */
 	UD_EXPORT_HEX_JSON,  /* <hex>.json at the top */
 	UD_EXPORT_HEX_TAR,   /* <hex>.tar at the top */
 	UD_EXPORT_LAYER_TAR, /* layer.tar or <dir>/layer.tar */

@@ -24,8 +24,6 @@
 #include "la.h"
 #include "util.h"
 
-#define la ud_la
-
 struct ud_layer_limits ud_layer_limits = {
 	.max_files = UD_DEFAULT_MAX_FILES,
 	.max_bytes = UD_DEFAULT_MAX_BYTES,
@@ -137,9 +135,10 @@ static int open_dir_beneath(int rootfd, const char *path, ud_error *e)
 		return fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
 	int fd = open_beneath(rootfd, path);
 	if (fd >= 0 || errno != ENOENT)
-		return fd >= 0 ? fd
-			       : ud_fail(e, UD_EXIT_STORAGE, errno,
-					 "layer member directory '%s' is not a plain directory", path);
+		return fd >= 0 ? fd :
+				 ud_fail(e, UD_EXIT_STORAGE, errno,
+					 "layer member directory '%s' is not a plain directory",
+					 path);
 	char parent[4096];
 	snprintf(parent, sizeof(parent), "%s", path);
 	char *slash = strrchr(parent, '/');
@@ -228,7 +227,7 @@ static int record_whiteout(struct extract *x, const char *name, const char *raw,
  * those. Everything else (security.capability, user.*, ACLs) stays as the tar says. */
 static void drop_overlay_xattrs(struct archive_entry *ent)
 {
-	if (la.archive_entry_xattr_reset(ent) == 0)
+	if (ud_la.archive_entry_xattr_reset(ent) == 0)
 		return;
 	struct {
 		char *name;
@@ -240,7 +239,7 @@ static void drop_overlay_xattrs(struct archive_entry *ent)
 	const char *name;
 	const void *val;
 	size_t len;
-	while (la.archive_entry_xattr_next(ent, &name, &val, &len) == ARCHIVE_OK) {
+	while (ud_la.archive_entry_xattr_next(ent, &name, &val, &len) == ARCHIVE_OK) {
 		if (!strncmp(name, "trusted.overlay.", 16)) {
 			dropped = true;
 			continue;
@@ -255,9 +254,10 @@ static void drop_overlay_xattrs(struct archive_entry *ent)
 		}
 	}
 	if (dropped) {
-		la.archive_entry_xattr_clear(ent);
+		ud_la.archive_entry_xattr_clear(ent);
 		for (size_t i = 0; i < nk; i++)
-			la.archive_entry_xattr_add_entry(ent, keep[i].name, keep[i].val, keep[i].len);
+			ud_la.archive_entry_xattr_add_entry(ent, keep[i].name, keep[i].val,
+							    keep[i].len);
 	}
 	for (size_t i = 0; i < nk; i++) {
 		free(keep[i].name);
@@ -283,22 +283,23 @@ static int over_limit(const char *layer, const char *what, uint64_t limit, const
  * short), and a member past the number or apparent-size limit. */
 static int check_member(struct extract *x, struct archive_entry *ent, ud_error *e)
 {
-	const char *names[3] = {la.archive_entry_pathname(ent), la.archive_entry_hardlink(ent),
-				la.archive_entry_symlink(ent)};
+	const char *names[3] = {ud_la.archive_entry_pathname(ent),
+				ud_la.archive_entry_hardlink(ent),
+				ud_la.archive_entry_symlink(ent)};
 	static const char *const kinds[3] = {"member name", "hard link target",
 					     "symbolic link target"};
 	for (int i = 0; i < 3; i++)
 		if (names[i] && !ud_layer_name_fits(names[i]))
-			return ud_fail(e, UD_EXIT_STORAGE, 0,
-				       "layer %s: %s '%.80s...' (%zu bytes) is longer than PATH_MAX "
-				       "(%d) or has a component longer than NAME_MAX (%d)",
-				       x->layer, kinds[i], names[i], strlen(names[i]), PATH_MAX,
-				       NAME_MAX);
+			return ud_fail(
+				e, UD_EXIT_STORAGE, 0,
+				"layer %s: %s '%.80s...' (%zu bytes) is longer than PATH_MAX "
+				"(%d) or has a component longer than NAME_MAX (%d)",
+				x->layer, kinds[i], names[i], strlen(names[i]), PATH_MAX, NAME_MAX);
 	const struct ud_layer_limits *l = &ud_layer_limits;
 	if (++x->files > l->max_files)
 		return over_limit(x->layer, "members", l->max_files, "--cache-max-files", e);
-	la_int64_t size = la.archive_entry_size(ent);
-	if (la.archive_entry_filetype(ent) == AE_IFREG && size > 0 &&
+	la_int64_t size = ud_la.archive_entry_size(ent);
+	if (ud_la.archive_entry_filetype(ent) == AE_IFREG && size > 0 &&
 	    (x->apparent += (uint64_t)size) > l->max_apparent)
 		return over_limit(x->layer, "bytes of apparent file size", l->max_apparent,
 				  "--cache-max-apparent", e);
@@ -307,9 +308,9 @@ static int check_member(struct extract *x, struct archive_entry *ent, ud_error *
 
 static int write_failed(struct extract *x, const char *name, const char *how, ud_error *e)
 {
-	int err = la.archive_errno(x->out);
+	int err = ud_la.archive_errno(x->out);
 	return ud_fail(e, UD_EXIT_STORAGE, err > 0 ? err : 0, "layer %s: member '%s'%s: %s",
-		       x->layer, name, how, la.archive_error_string(x->out));
+		       x->layer, name, how, ud_la.archive_error_string(x->out));
 }
 
 /* Copies the current member's data; sparse members keep their holes. */
@@ -319,16 +320,16 @@ static int copy_data(struct extract *x, const char *name, ud_error *e)
 	size_t size;
 	la_int64_t offset;
 	int d;
-	while ((d = la.archive_read_data_block(x->in, &buf, &size, &offset)) == ARCHIVE_OK) {
+	while ((d = ud_la.archive_read_data_block(x->in, &buf, &size, &offset)) == ARCHIVE_OK) {
 		if ((x->bytes += size) > ud_layer_limits.max_bytes)
 			return over_limit(x->layer, "bytes of data", ud_layer_limits.max_bytes,
 					  "--cache-max-bytes", e);
-		if (la.archive_write_data_block(x->out, buf, size, offset) < ARCHIVE_WARN)
+		if (ud_la.archive_write_data_block(x->out, buf, size, offset) < ARCHIVE_WARN)
 			return write_failed(x, name, "", e);
 	}
 	if (d != ARCHIVE_EOF)
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", x->layer, name,
-			       la.archive_error_string(x->in));
+			       ud_la.archive_error_string(x->in));
 	return 0;
 }
 
@@ -336,20 +337,20 @@ static int copy_data(struct extract *x, const char *name, ud_error *e)
 static int check_hardlink(struct extract *x, struct archive_entry *ent, const char *raw,
 			  ud_error *e)
 {
-	const char *link = la.archive_entry_hardlink(ent);
+	const char *link = ud_la.archive_entry_hardlink(ent);
 	if (!link)
 		return 0;
 	char ln[4096];
 	snprintf(ln, sizeof(ln), "%s", strip_dot_slash(link));
-	ud_autoclose int t = ud_layer_member_name_safe(ln)
-				     ? ud_openat2(x->rootfd, ln, O_PATH | O_NOFOLLOW | O_CLOEXEC,
-						  RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
-				     : -1;
+	ud_autoclose int t = ud_layer_member_name_safe(ln) ?
+				     ud_openat2(x->rootfd, ln, O_PATH | O_NOFOLLOW | O_CLOEXEC,
+						RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) :
+				     -1;
 	if (t < 0)
 		return ud_fail(e, UD_EXIT_STORAGE, 0,
 			       "layer %s: hostile hard link '%s' -> '%s' (outside the layer)",
 			       x->layer, raw, ln);
-	la.archive_entry_set_hardlink(ent, ln);
+	ud_la.archive_entry_set_hardlink(ent, ln);
 	return 0;
 }
 
@@ -360,7 +361,7 @@ static int extract_member(struct extract *x, struct archive_entry *ent, ud_error
 	/* Copies: setting the entry's names below would overwrite the strings that
 	 * archive_entry_pathname() and _hardlink() point into. */
 	char raw[4096], name[4096];
-	const char *rp = la.archive_entry_pathname(ent);
+	const char *rp = ud_la.archive_entry_pathname(ent);
 	snprintf(raw, sizeof(raw), "%s", rp ? rp : "");
 	snprintf(name, sizeof(name), "%s", strip_dot_slash(raw));
 	if (rp && (!*name || !strcmp(name, ".") || !strcmp(name, "./")))
@@ -370,19 +371,19 @@ static int extract_member(struct extract *x, struct archive_entry *ent, ud_error
 			       "layer %s: hostile member '%s' (absolute or '..')", x->layer, raw);
 	if (check_hardlink(x, ent, raw, e) < 0)
 		return -1;
-	la.archive_entry_set_pathname(ent, name);
+	ud_la.archive_entry_set_pathname(ent, name);
 	size_t off = 0;
 	int kind = ud_layer_whiteout_kind(name, &off);
 	if (kind)
 		return record_whiteout(x, name, raw, kind, off, e);
 	drop_overlay_xattrs(ent);
-	if (la.archive_write_header(x->out, ent) < ARCHIVE_WARN)
+	if (ud_la.archive_write_header(x->out, ent) < ARCHIVE_WARN)
 		return write_failed(x, name, " refused", e);
-	if (la.archive_entry_size(ent) > 0 && copy_data(x, name, e) < 0)
+	if (ud_la.archive_entry_size(ent) > 0 && copy_data(x, name, e) < 0)
 		return -1;
-	if (la.archive_write_finish_entry(x->out) < ARCHIVE_WARN)
+	if (ud_la.archive_write_finish_entry(x->out) < ARCHIVE_WARN)
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", x->layer, name,
-			       la.archive_error_string(x->out));
+			       ud_la.archive_error_string(x->out));
 	return 0;
 }
 
@@ -390,9 +391,9 @@ static int extract_member(struct extract *x, struct archive_entry *ent, ud_error
 static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_error *e)
 {
 	struct extract x = {.in = in, .rootfd = rootfd, .layer = layer};
-	if (!(x.out = la.archive_write_disk_new()))
+	if (!(x.out = ud_la.archive_write_disk_new()))
 		return ud_oom(e);
-	la.archive_write_disk_set_options(
+	ud_la.archive_write_disk_set_options(
 		x.out, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
 			       ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_ACL |
 			       ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
@@ -400,12 +401,12 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 	int r = 0;
 	for (;;) {
 		struct archive_entry *ent;
-		int h = la.archive_read_next_header(in, &ent);
+		int h = ud_la.archive_read_next_header(in, &ent);
 		if (h == ARCHIVE_EOF)
 			break;
 		if (h < ARCHIVE_WARN) {
 			r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: broken tar: %s", layer,
-				    la.archive_error_string(in));
+				    ud_la.archive_error_string(in));
 			break;
 		}
 		if ((r = extract_member(&x, ent, e)) < 0)
@@ -414,10 +415,10 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 	/* Whiteouts before the close: it sets the directories' times last, as the tar says. */
 	for (size_t i = 0; r == 0 && i < x.n_wo; i++)
 		r = apply_whiteout(rootfd, &x.wo[i], e);
-	if (la.archive_write_close(x.out) < ARCHIVE_WARN && r == 0)
+	if (ud_la.archive_write_close(x.out) < ARCHIVE_WARN && r == 0)
 		r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: %s", layer,
-			    la.archive_error_string(x.out));
-	la.archive_write_free(x.out);
+			    ud_la.archive_error_string(x.out));
+	ud_la.archive_write_free(x.out);
 	for (size_t i = 0; i < x.n_wo; i++)
 		free(x.wo[i].path);
 	free(x.wo);
@@ -428,16 +429,16 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 
 struct pull {
 	struct archive *from; /* the archive whose current entry's data we read */
-	EVP_MD_CTX *md;       /* hashes what passes, if set */
+	EVP_MD_CTX *md;	      /* hashes what passes, if set */
 	char buf[64 * 1024];
 };
 
 static la_ssize_t pull_read(struct archive *a, void *client, const void **buf)
 {
 	struct pull *p = client;
-	la_ssize_t n = la.archive_read_data(p->from, p->buf, sizeof(p->buf));
+	la_ssize_t n = ud_la.archive_read_data(p->from, p->buf, sizeof(p->buf));
 	if (n < 0) {
-		la.archive_set_error(a, EIO, "%s", la.archive_error_string(p->from));
+		ud_la.archive_set_error(a, EIO, "%s", ud_la.archive_error_string(p->from));
 		return -1;
 	}
 	if (n > 0 && p->md)
@@ -458,7 +459,7 @@ static la_ssize_t fd_read(struct archive *a, void *client, const void **buf)
 	while ((n = read(s->fd, s->buf, sizeof(s->buf))) < 0 && errno == EINTR)
 		;
 	if (n < 0) {
-		la.archive_set_error(a, errno, "reading the layer");
+		ud_la.archive_set_error(a, errno, "reading the layer");
 		return -1;
 	}
 	*buf = s->buf;
@@ -475,30 +476,30 @@ static int read_layer(struct readers *rd, archive_read_callback *source, void *c
 		      const char *what, bool must_be_layer, char hex[65], ud_error *e)
 {
 	EVP_DigestInit_ex(rd->md, EVP_sha256(), NULL);
-	la.archive_read_support_filter_all(rd->raw);
-	la.archive_read_support_format_raw(rd->raw);
+	ud_la.archive_read_support_filter_all(rd->raw);
+	ud_la.archive_read_support_format_raw(rd->raw);
 	struct archive_entry *ent;
-	if (la.archive_read_open(rd->raw, client, NULL, source, NULL) != ARCHIVE_OK ||
-	    la.archive_read_next_header(rd->raw, &ent) != ARCHIVE_OK)
+	if (ud_la.archive_read_open(rd->raw, client, NULL, source, NULL) != ARCHIVE_OK ||
+	    ud_la.archive_read_next_header(rd->raw, &ent) != ARCHIVE_OK)
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "%s: cannot read the layer: %s", what,
-			       la.archive_error_string(rd->raw));
+			       ud_la.archive_error_string(rd->raw));
 	struct pull from_raw = {.from = rd->raw, .md = rd->md};
-	la.archive_read_support_format_tar(rd->tar);
-	if (la.archive_read_open(rd->tar, &from_raw, NULL, pull_read, NULL) != ARCHIVE_OK)
+	ud_la.archive_read_support_format_tar(rd->tar);
+	if (ud_la.archive_read_open(rd->tar, &from_raw, NULL, pull_read, NULL) != ARCHIVE_OK)
 		/* An OCI blob we could not place by its name may be a manifest or an index. */
-		return !must_be_layer ? 0
-				      : ud_fail(e, UD_EXIT_STORAGE, 0, "%s: not a tar: %s", what,
-						la.archive_error_string(rd->tar));
+		return !must_be_layer ? 0 :
+					ud_fail(e, UD_EXIT_STORAGE, 0, "%s: not a tar: %s", what,
+						ud_la.archive_error_string(rd->tar));
 	if (extract_tar(rd->tar, rootfd, what, e) < 0)
 		return -1;
 	/* The digest covers the whole uncompressed stream, padding after the tar's end included. */
 	char sink[64 * 1024];
 	la_ssize_t n;
-	while ((n = la.archive_read_data(rd->raw, sink, sizeof(sink))) > 0)
+	while ((n = ud_la.archive_read_data(rd->raw, sink, sizeof(sink))) > 0)
 		EVP_DigestUpdate(rd->md, sink, (size_t)n);
 	if (n < 0)
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "%s: %s", what,
-			       la.archive_error_string(rd->raw));
+			       ud_la.archive_error_string(rd->raw));
 	unsigned char digest[32];
 	EVP_DigestFinal_ex(rd->md, digest, NULL);
 	for (int i = 0; i < 32; i++)
@@ -510,7 +511,7 @@ static int unpack(archive_read_callback *source, void *client, int rootfd, const
 		  bool must_be_layer, char hex[65], ud_error *e)
 {
 	ud_autoclose int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	struct readers rd = {la.archive_read_new(), la.archive_read_new(), EVP_MD_CTX_new()};
+	struct readers rd = {ud_la.archive_read_new(), ud_la.archive_read_new(), EVP_MD_CTX_new()};
 	int r = -1;
 	if (cwd < 0 || !rd.md || !rd.raw || !rd.tar)
 		ud_fail(e, UD_EXIT_STORAGE, errno, "preparing to unpack %s", what);
@@ -522,9 +523,9 @@ static int unpack(archive_read_callback *source, void *client, int rootfd, const
 	if (cwd >= 0 && fchdir(cwd) < 0)
 		r = ud_fail(e, UD_EXIT_STORAGE, errno, "returning to the working directory");
 	if (rd.raw)
-		la.archive_read_free(rd.raw);
+		ud_la.archive_read_free(rd.raw);
 	if (rd.tar)
-		la.archive_read_free(rd.tar);
+		ud_la.archive_read_free(rd.tar);
 	EVP_MD_CTX_free(rd.md);
 	return r;
 }

@@ -16,17 +16,24 @@ static void test_cache_paths(void **state)
 	char buf[256];
 	const char *d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 	assert_int_equal(ud_cache_layer_path("/var/cache/x", d, buf, sizeof(buf)), 0);
-	assert_string_equal(buf, "/var/cache/x/sha256/"
-				 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+	assert_string_equal(buf,
+			    "/var/cache/x/sha256/"
+			    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
 	assert_null(strchr(buf + 1, ':'));
 	assert_int_equal(ud_cache_layer_path("/c", "sha256:abc", buf, sizeof(buf)), -1);
 	assert_int_equal(ud_cache_layer_path("/c", "sha512:0123", buf, sizeof(buf)), -1);
 	assert_int_equal(
-		ud_cache_layer_path("/c",
-				    "sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
-				    buf, sizeof(buf)),
+		ud_cache_layer_path(
+			"/c",
+			"sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+			buf, sizeof(buf)),
 		-1);
-	assert_int_equal(ud_cache_layer_path("/c", "sha256:../../../../etc/passwd/0123456789abcdef0123456789abcdef0123456", buf, sizeof(buf)), -1);
+	assert_int_equal(
+		ud_cache_layer_path(
+			"/c",
+			"sha256:../../../../etc/passwd/0123456789abcdef0123456789abcdef0123456",
+			buf, sizeof(buf)),
+		-1);
 	assert_int_equal(ud_cache_layer_path("/c", d, buf, 10), -1);
 }
 
@@ -37,9 +44,12 @@ static void test_digest_hex(void **state)
 	assert_ptr_equal(ud_cache_digest_hex(d), d + 7);
 	assert_null(ud_cache_digest_hex("sha256:0123"));
 	assert_true(ud_cache_is_hex(d + 7));
-	assert_false(ud_cache_is_hex("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0"));
-	assert_true(ud_cache_is_hex("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.tar"));
-	assert_false(ud_cache_is_hex("0123456789abcdeF0123456789abcdef0123456789abcdef0123456789abcdef"));
+	assert_false(ud_cache_is_hex(
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0"));
+	assert_true(ud_cache_is_hex(
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.tar"));
+	assert_false(ud_cache_is_hex(
+		"0123456789abcdeF0123456789abcdef0123456789abcdef0123456789abcdef"));
 }
 
 static void test_record_names(void **state)
@@ -53,7 +63,8 @@ static void test_record_names(void **state)
 		assert_false(valid);
 	}
 	/* Another boot's record is dead whatever its inode. */
-	assert_false(ud_cache_trust_record_alive("mnt-1-00000000000000000000000000000000-7", &valid));
+	assert_false(
+		ud_cache_trust_record_alive("mnt-1-00000000000000000000000000000000-7", &valid));
 	assert_true(valid);
 	/* The previous format: the inode alone (this one is nobody's). */
 	assert_false(ud_cache_trust_record_alive("mnt-1", &valid));

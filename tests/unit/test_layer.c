@@ -25,9 +25,10 @@
 static void test_member_names(void **state)
 {
 	(void)state;
-	static const char *const ok[] = {"a", "a/b", "./a", "a/./b", "a..b", "..a", "a/..b/c", ".wh.x"};
-	static const char *const bad[] = {"",	  "/etc/passwd", "..",	"../x",
-					  "a/..", "a/../b",	 "a/b/../../../c"};
+	static const char *const ok[] = {"a",	 "a/b", "./a",	   "a/./b",
+					 "a..b", "..a", "a/..b/c", ".wh.x"};
+	static const char *const bad[] = {"",	    "/etc/passwd",   "..", "../x", "a/..",
+					  "a/../b", "a/b/../../../c"};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
 		assert_true(ud_layer_member_name_safe(ok[i]));
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -90,8 +91,9 @@ static void test_sizes(void **state)
 	assert_true(v == 512ULL << 20);
 	assert_int_equal(ud_layer_parse_size("1TB", &v), 0);
 	assert_true(v == 1ULL << 40);
-	static const char *const bad[] = {"", "0", "-1", "1X", "1GG", "G", "1 G", "99999999999P",
-					  "18446744073709551616", " 1"};
+	static const char *const bad[] = {
+		"",  "0", "-1", "1X", "1GG", "G", "1 G", "99999999999P", "18446744073709551616",
+		" 1"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(ud_layer_parse_size(bad[i], &v), -1);
 }
@@ -208,7 +210,8 @@ static void test_unpack_local_tar(void **state)
 	assert_true(exists_at("etc/hostname", &st) && S_ISREG(st.st_mode) && st.st_size == 6);
 	assert_true(exists_at("etc/link", &st) && st.st_nlink == 2);
 	/* A whiteout becomes what overlayfs reads: a 0/0 character device, no ".wh." file. */
-	assert_true(exists_at("etc/passwd", &st) && S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0));
+	assert_true(exists_at("etc/passwd", &st) && S_ISCHR(st.st_mode) &&
+		    st.st_rdev == makedev(0, 0));
 	assert_false(exists_at("etc/.wh.passwd", &st));
 	/* An opaque marker: the directory (created, its parents too) carries the xattr. */
 	char p[256], v[8] = "";
@@ -229,7 +232,8 @@ static void test_unpack_digest(void **state)
 	ud_error e;
 	assert_int_equal(unpack(&t, hex, &e), 1);
 	/* sha256 of 1024 zero bytes */
-	assert_string_equal(hex, "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef");
+	assert_string_equal(hex,
+			    "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef");
 }
 
 static void refused(const char *name, char type, const char *link, const char *why)
