@@ -21,18 +21,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "export.h"
 #include "util.h"
 
 #ifndef NS_GET_MNTNS_ID
 #define NS_GET_MNTNS_ID _IOR(0xb7, 0x5, __u64)
 #endif
-
-struct ud_cache_limits ud_cache_limits = {
-	.max_files = UD_DEFAULT_MAX_FILES,
-	.max_bytes = UD_DEFAULT_MAX_BYTES,
-	.max_apparent = UD_DEFAULT_MAX_APPARENT,
-};
 
 /* fd is the directory `what` (a path, for the message); sticky_ok for the ones above the cache. */
 static int check_dir(int fd, const char *what, bool sticky_ok, ud_error *e)
@@ -70,7 +63,7 @@ static int open_dir_nofollow(int dirfd, const char *name, int flags)
 	return fd;
 }
 
-int ud_trusted_dir(const char *path, bool create, ud_error *e)
+int ud_cache_trust_dir(const char *path, bool create, ud_error *e)
 {
 	if (path[0] != '/' || strlen(path) >= 4096)
 		return ud_fail(e, UD_EXIT_USAGE, 0, "--cache-dir '%s': expected an absolute path",
@@ -118,7 +111,7 @@ int ud_trusted_dir(const char *path, bool create, ud_error *e)
 	return ud_steal_fd(&fd);
 }
 
-int ud_trusted_subdir(int dirfd, const char *cache, const char *name, bool create, int flags,
+int ud_cache_trust_subdir(int dirfd, const char *cache, const char *name, bool create, int flags,
 		      ud_error *e)
 {
 	if (create && mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
@@ -133,7 +126,7 @@ int ud_trusted_subdir(int dirfd, const char *cache, const char *name, bool creat
 	return ud_steal_fd(&fd);
 }
 
-int ud_mkdtemp_at(int dirfd, char *name, size_t len, ud_error *e)
+int ud_cache_trust_mkdtemp(int dirfd, char *name, size_t len, ud_error *e)
 {
 	static const char alnum[] = "abcdefghijklmnopqrstuvwxyz0123456789";
 	for (int tries = 0; tries < 100; tries++) {
@@ -187,7 +180,7 @@ static uint64_t mntns_id(int fd)
 	return ioctl(fd, NS_GET_MNTNS_ID, &id) == 0 ? (uint64_t)id : 0;
 }
 
-int ud_mntns_record_name(int ns_fd, char *buf, size_t len, ud_error *e)
+int ud_cache_trust_record_name(int ns_fd, char *buf, size_t len, ud_error *e)
 {
 	struct stat st;
 	if (fstat(ns_fd, &st) < 0)
@@ -285,7 +278,7 @@ static bool held_by_process(const struct ns_want *w)
 	return found;
 }
 
-bool ud_mntns_record_alive(const char *name, bool *valid)
+bool ud_cache_trust_record_alive(const char *name, bool *valid)
 {
 	unsigned long ino;
 	char boot[33], tail;
@@ -307,46 +300,4 @@ bool ud_mntns_record_alive(const char *name, bool *valid)
 	struct ns_want w = {.id = id};
 	snprintf(w.link, sizeof(w.link), "mnt:[%lu]", ino);
 	return pinned(&w) || held_by_process(&w);
-}
-
-/* ---------------------------------------------------------------- limits */
-
-int ud_parse_size(const char *s, uint64_t *out)
-{
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	errno = 0;
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -1;
-	static const char units[] = "KMGTP";
-	const char *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
-	if (*end && (!u || (end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))))
-		return -1;
-	for (int i = 0; u && i <= u - units; i++) {
-		if (v > UINT64_MAX / 1024)
-			return -1;
-		v *= 1024;
-	}
-	if (v == 0)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-int ud_cache_limit_option(const char *option, const char *arg, ud_error *e)
-{
-	uint64_t v;
-	bool files = !strcmp(option, "cache-max-files");
-	if (ud_parse_size(arg, &v) < 0 || (files && !isdigit((unsigned char)arg[strlen(arg) - 1])))
-		return ud_fail(e, UD_EXIT_USAGE, 0, "--%s '%s': expected %s, more than 0", option,
-			       arg, files ? "a number" : "a size (bytes, or with K, M, G, T, P)");
-	if (files)
-		ud_cache_limits.max_files = v;
-	else if (!strcmp(option, "cache-max-bytes"))
-		ud_cache_limits.max_bytes = v;
-	else
-		ud_cache_limits.max_apparent = v;
-	return 0;
 }

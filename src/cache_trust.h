@@ -1,5 +1,5 @@
 /* The layer cache's own safety: whose directories it trusts, how it names the mount namespaces
- * that use it, and the limits on what one layer may unpack. Used by export.c only. */
+ * that use it. Used by cache.c only. */
 #ifndef UD_CACHE_TRUST_H
 #define UD_CACHE_TRUST_H
 
@@ -14,39 +14,28 @@
  * must be a directory owned by root; the last one must not be writable by group or others,
  * the ones above it neither unless they carry the sticky bit (/tmp): there only an entry's owner
  * may rename it. Returns an O_PATH descriptor, or -1 with UD_EXIT_STORAGE. */
-int ud_trusted_dir(const char *path, bool create, ud_error *e);
+int ud_cache_trust_dir(const char *path, bool create, ud_error *e);
 
 /* The same rule for a directory inside the cache: dirfd/name, created (0700) if create, opened
  * with O_NOFOLLOW and `flags` (O_PATH or O_RDONLY), owned by root, no group or other write. */
-int ud_trusted_subdir(int dirfd, const char *cache, const char *name, bool create, int flags,
+int ud_cache_trust_subdir(int dirfd, const char *cache, const char *name, bool create, int flags,
 		      ud_error *e);
 
 /* Creates and opens (O_RDONLY) a fresh directory "<pid>.<random>" in dirfd, its name into
  * name (at least 32 bytes). */
-int ud_mkdtemp_at(int dirfd, char *name, size_t len, ud_error *e);
+int ud_cache_trust_mkdtemp(int dirfd, char *name, size_t len, ud_error *e);
 
 /* ---- use records: <cache>/users/<name> */
 
 /* The record name of the mount namespace ns_fd: "mnt-<inode>-<boot id>-<id>", id being the
  * 64-bit mount-namespace id that the kernel never reuses (NS_GET_MNTNS_ID, Linux 6.8+), or 0
  * where the kernel has none. */
-int ud_mntns_record_name(int ns_fd, char *buf, size_t len, ud_error *e);
+int ud_cache_trust_record_name(int ns_fd, char *buf, size_t len, ud_error *e);
 
 /* Is the namespace a record names alive (a process in it, an fd on it, an nsfs pin)? Records
  * of another boot are dead; with an id, only the namespace with that id counts; without one
  * (and for the older "mnt-<inode>" records), any namespace with the inode does. Names that are
  * not records: *valid = false. */
-bool ud_mntns_record_alive(const char *name, bool *valid);
-
-/* ---- limits on one layer */
-
-struct ud_cache_limits {
-	uint64_t max_files;    /* members (every entry: files, directories, links, whiteouts) */
-	uint64_t max_bytes;    /* data written */
-	uint64_t max_apparent; /* sum of the regular files' declared sizes, holes included */
-};
-
-/* The limits in force: the defaults, changed by ud_cache_limit_option(). */
-extern struct ud_cache_limits ud_cache_limits;
+bool ud_cache_trust_record_alive(const char *name, bool *valid);
 
 #endif

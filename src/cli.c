@@ -173,7 +173,7 @@ static int set_cache_limit(struct ud_cli *c, const struct cli_opt *opt, const ch
 			   ud_error *e)
 {
 	(void)c;
-	return ud_cache_limit_option(opt->name, arg, e);
+	return ud_layer_limit_option(opt->name, arg, e);
 }
 
 static int push_op(struct ud_cli *c, struct ud_op *op, ud_error *e)

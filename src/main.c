@@ -104,7 +104,7 @@ static int resolve_layers(struct run *r)
 	}
 	/* An export may rightly take minutes; a stalled one ends at --timeout (export.c). */
 	arm_budget(BUDGET_EXPORT_S);
-	int ret = ud_cache_prepare(&r->d, &r->img, c->cache_dir, c->print, &r->cache_lock, &r->e);
+	int ret = ud_export_prepare(&r->d, &r->img, c->cache_dir, c->print, &r->cache_lock, &r->e);
 	arm_budget(direct_budget(c->o.timeout_ms));
 	return ret;
 }

@@ -1,4 +1,4 @@
-/* Layer tar members as export.c classifies them before anything touches the disk: the member
+/* Layer tar members as layer.c classifies them before anything touches the disk: the member
  * name (after the leading "./" are stripped, as extract_tar() does), a hard link's target, and
  * whiteouts. The input is "NAME\0LINKTARGET" (the target is optional). Also the cache path of a
  * diffID, which comes from the image config and names a directory under the cache.
@@ -6,7 +6,8 @@
 #include <ctype.h>
 #include <stdbool.h>
 
-#include "export.h"
+#include "cache.h"
+#include "layer.h"
 #include "fuzz.h"
 
 #define CACHE "/var/lib/uwsgi-docker/layers"
@@ -38,7 +39,7 @@ static bool oracle_safe(const char *name)
 static void check_whiteout(const char *name)
 {
 	size_t off = (size_t)-1;
-	int kind = ud_whiteout_kind(name, &off);
+	int kind = ud_layer_whiteout_kind(name, &off);
 	const char *slash = strrchr(name, '/');
 	const char *base = slash ? slash + 1 : name;
 	int want = !strcmp(base, ".wh..wh..opq")	  ? 2 :
@@ -59,7 +60,7 @@ static void check_whiteout(const char *name)
 		if (!dir)
 			abort();
 		/* "a//.wh.x" leaves "a/" as the directory: still safe. */
-		fuzz_require(!*dir || ud_member_name_safe(dir));
+		fuzz_require(!*dir || ud_layer_member_name_safe(dir));
 		free(dir);
 	}
 }
@@ -85,16 +86,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	const char *name = strip_dot_slash(s);
 	if (*name && strcmp(name, ".") && strcmp(name, "./")) {
-		bool safe = ud_member_name_safe(name);
+		bool safe = ud_layer_member_name_safe(name);
 		fuzz_require(safe == oracle_safe(name));
 		if (safe)
 			check_whiteout(name);
 	}
 	if (link) {
 		const char *ln = strip_dot_slash(link);
-		fuzz_require(ud_member_name_safe(ln) == oracle_safe(ln));
+		fuzz_require(ud_layer_member_name_safe(ln) == oracle_safe(ln));
 	}
-	fuzz_require(!ud_member_name_safe(NULL));
+	fuzz_require(!ud_layer_member_name_safe(NULL));
 	check_cache_path(s);
 	free(s);
 	return 0;

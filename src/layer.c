@@ -1,0 +1,551 @@
+/* One layer tar into a directory. Members are hostile: names are checked before anything is
+ * written, nothing is written through a symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
+ * libarchive's SECURE_* flags), hard links stay inside the layer, whiteouts become what
+ * overlayfs reads, and the limits bound what one layer may put on the disk. Three readers are
+ * stacked: the source (an export's entry, or a file), one that only decompresses so that the
+ * bytes can be hashed, and one that reads those bytes as tar. */
+#include "layer.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "la.h"
+#include "util.h"
+
+struct ud_layer_limits ud_layer_limits = {
+	.max_files = UD_DEFAULT_MAX_FILES,
+	.max_bytes = UD_DEFAULT_MAX_BYTES,
+	.max_apparent = UD_DEFAULT_MAX_APPARENT,
+};
+
+/* ---------------------------------------------------------------- pure parts */
+
+bool ud_layer_member_name_safe(const char *name)
+{
+	if (!name || !*name || name[0] == '/')
+		return false;
+	for (const char *p = name;;) {
+		const char *end = strchr(p, '/');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			return false;
+		if (!end)
+			return true;
+		p = end + 1;
+	}
+}
+
+bool ud_layer_name_fits(const char *name)
+{
+	if (strlen(name) >= PATH_MAX)
+		return false;
+	for (const char *p = name; *p;) {
+		size_t n = strcspn(p, "/");
+		if (n > NAME_MAX)
+			return false;
+		p += n + strspn(p + n, "/");
+	}
+	return true;
+}
+
+int ud_layer_whiteout_kind(const char *name, size_t *target_off)
+{
+	const char *base = strrchr(name, '/');
+	base = base ? base + 1 : name;
+	if (strcmp(base, ".wh..wh..opq") == 0)
+		return 2;
+	if (strncmp(base, ".wh.", 4) == 0 && base[4]) {
+		if (target_off)
+			*target_off = (size_t)(base - name) + 4;
+		return 1;
+	}
+	return 0;
+}
+
+int ud_layer_parse_size(const char *s, uint64_t *out)
+{
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -1;
+	static const char units[] = "KMGTP";
+	const char *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+	if (*end && (!u || (end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))))
+		return -1;
+	for (int i = 0; u && i <= u - units; i++) {
+		if (v > UINT64_MAX / 1024)
+			return -1;
+		v *= 1024;
+	}
+	if (v == 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int ud_layer_limit_option(const char *option, const char *arg, ud_error *e)
+{
+	uint64_t v;
+	bool files = !strcmp(option, "cache-max-files");
+	if (ud_layer_parse_size(arg, &v) < 0 ||
+	    (files && !isdigit((unsigned char)arg[strlen(arg) - 1])))
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--%s '%s': expected %s, more than 0", option,
+			       arg, files ? "a number" : "a size (bytes, or with K, M, G, T, P)");
+	if (files)
+		ud_layer_limits.max_files = v;
+	else if (!strcmp(option, "cache-max-bytes"))
+		ud_layer_limits.max_bytes = v;
+	else
+		ud_layer_limits.max_apparent = v;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- whiteouts */
+
+struct whiteout {
+	char *path; /* for kind 1: the path to hide; for kind 2: the opaque directory ("" = root) */
+	int kind;
+};
+
+static int open_beneath(int rootfd, const char *path)
+{
+	return ud_openat2(rootfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+			  RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+}
+
+/* Opens (creating if missing) a directory inside the layer, refusing any symlink on the way. */
+static int open_dir_beneath(int rootfd, const char *path, ud_error *e)
+{
+	if (!*path)
+		return fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
+	int fd = open_beneath(rootfd, path);
+	if (fd >= 0 || errno != ENOENT)
+		return fd >= 0 ? fd :
+				 ud_fail(e, UD_EXIT_STORAGE, errno,
+					 "layer member directory '%s' is not a plain directory",
+					 path);
+	char parent[4096];
+	snprintf(parent, sizeof(parent), "%s", path);
+	char *slash = strrchr(parent, '/');
+	const char *base = path;
+	ud_autoclose int pfd = -1;
+	if (slash) {
+		*slash = '\0';
+		base = path + (slash - parent) + 1;
+		pfd = open_dir_beneath(rootfd, parent, e);
+	} else {
+		pfd = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
+	}
+	if (pfd < 0)
+		return -1;
+	if (mkdirat(pfd, base, 0755) < 0 && errno != EEXIST)
+		return ud_fail(e, UD_EXIT_STORAGE, errno, "creating '%s' in a layer", path);
+	fd = open_beneath(rootfd, path);
+	return fd >= 0 ? fd : ud_fail(e, UD_EXIT_STORAGE, errno, "opening '%s' in a layer", path);
+}
+
+static int apply_whiteout(int rootfd, const struct whiteout *w, ud_error *e)
+{
+	char dir[4096];
+	const char *base = NULL;
+	snprintf(dir, sizeof(dir), "%s", w->path);
+	if (w->kind == 1) {
+		char *slash = strrchr(dir, '/');
+		base = slash ? w->path + (slash - dir) + 1 : w->path;
+		if (slash)
+			*slash = '\0';
+		else
+			dir[0] = '\0';
+	}
+	ud_autoclose int dfd = open_dir_beneath(rootfd, dir, e);
+	if (dfd < 0)
+		return -1;
+	if (w->kind == 2) {
+		if (fsetxattr(dfd, "trusted.overlay.opaque", "y", 1, 0) < 0)
+			return ud_fail(e, UD_EXIT_STORAGE, errno,
+				       "marking '%s' opaque (trusted xattrs needed)", dir);
+	} else if (mknodat(dfd, base, S_IFCHR | 0000, makedev(0, 0)) < 0 && errno != EEXIST) {
+		return ud_fail(e, UD_EXIT_STORAGE, errno, "whiteout for '%s'", w->path);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- extraction */
+
+/* One tar being extracted, and what it has unpacked so far against ud_layer_limits. */
+struct extract {
+	struct archive *in, *out;
+	int rootfd;
+	const char *layer;
+	struct whiteout *wo;
+	size_t n_wo;
+	uint64_t files, bytes, apparent;
+};
+
+/* "dir/.wh.NAME" hides "dir/NAME"; "dir/.wh..wh..opq" makes "dir" opaque. */
+static int record_whiteout(struct extract *x, const char *name, const char *raw, int kind,
+			   size_t off, ud_error *e)
+{
+	struct whiteout w = {.kind = kind};
+	if (kind == 1 && (!strcmp(name + off, ".") || !strcmp(name + off, "..")))
+		return ud_fail(e, UD_EXIT_STORAGE, 0,
+			       "layer %s: hostile member '%s' (a whiteout for '.' or '..')",
+			       x->layer, raw);
+	if (kind == 1) {
+		size_t dl = off - 4;
+		if ((w.path = malloc(strlen(name) + 1))) {
+			memcpy(w.path, name, dl);
+			strcpy(w.path + dl, name + off);
+		}
+	} else {
+		const char *slash = strrchr(name, '/');
+		w.path = strndup(name, slash ? (size_t)(slash - name) : 0);
+	}
+	if (!w.path || ud_push(&x->wo, &x->n_wo, sizeof(w), &w) < 0) {
+		free(w.path);
+		return ud_oom(e);
+	}
+	return 0;
+}
+
+/* Overlayfs reads trusted.overlay.* on lower layers (redirects, metacopy, opaque): only we set
+ * those. Everything else (security.capability, user.*, ACLs) stays as the tar says. */
+static void drop_overlay_xattrs(struct archive_entry *ent)
+{
+	if (ud_la.archive_entry_xattr_reset(ent) == 0)
+		return;
+	struct {
+		char *name;
+		void *val;
+		size_t len;
+	} keep[64];
+	size_t nk = 0;
+	bool dropped = false;
+	const char *name;
+	const void *val;
+	size_t len;
+	while (ud_la.archive_entry_xattr_next(ent, &name, &val, &len) == ARCHIVE_OK) {
+		if (!strncmp(name, "trusted.overlay.", 16)) {
+			dropped = true;
+			continue;
+		}
+		if (nk < UD_ARRAY_SIZE(keep)) {
+			keep[nk].name = strdup(name);
+			keep[nk].val = malloc(len ? len : 1);
+			if (keep[nk].name && keep[nk].val) {
+				memcpy(keep[nk].val, val, len);
+				keep[nk++].len = len;
+			}
+		}
+	}
+	if (dropped) {
+		ud_la.archive_entry_xattr_clear(ent);
+		for (size_t i = 0; i < nk; i++)
+			ud_la.archive_entry_xattr_add_entry(ent, keep[i].name, keep[i].val,
+							    keep[i].len);
+	}
+	for (size_t i = 0; i < nk; i++) {
+		free(keep[i].name);
+		free(keep[i].val);
+	}
+}
+
+static const char *strip_dot_slash(const char *p)
+{
+	while (p[0] == '.' && p[1] == '/')
+		p += 2;
+	return p;
+}
+
+static int over_limit(const char *layer, const char *what, uint64_t limit, const char *option,
+		      ud_error *e)
+{
+	return ud_fail(e, UD_EXIT_STORAGE, 0, "%s: the layer has more than %" PRIu64 " %s (%s)",
+		       layer, limit, what, option);
+}
+
+/* Refused before anything of the member is written: names that do not fit (they would be cut
+ * short), and a member past the number or apparent-size limit. */
+static int check_member(struct extract *x, struct archive_entry *ent, ud_error *e)
+{
+	const char *names[3] = {ud_la.archive_entry_pathname(ent),
+				ud_la.archive_entry_hardlink(ent),
+				ud_la.archive_entry_symlink(ent)};
+	static const char *const kinds[3] = {"member name", "hard link target",
+					     "symbolic link target"};
+	for (int i = 0; i < 3; i++)
+		if (names[i] && !ud_layer_name_fits(names[i]))
+			return ud_fail(
+				e, UD_EXIT_STORAGE, 0,
+				"layer %s: %s '%.80s...' (%zu bytes) is longer than PATH_MAX "
+				"(%d) or has a component longer than NAME_MAX (%d)",
+				x->layer, kinds[i], names[i], strlen(names[i]), PATH_MAX, NAME_MAX);
+	const struct ud_layer_limits *l = &ud_layer_limits;
+	if (++x->files > l->max_files)
+		return over_limit(x->layer, "members", l->max_files, "--cache-max-files", e);
+	la_int64_t size = ud_la.archive_entry_size(ent);
+	if (ud_la.archive_entry_filetype(ent) == AE_IFREG && size > 0 &&
+	    (x->apparent += (uint64_t)size) > l->max_apparent)
+		return over_limit(x->layer, "bytes of apparent file size", l->max_apparent,
+				  "--cache-max-apparent", e);
+	return 0;
+}
+
+static int write_failed(struct extract *x, const char *name, const char *how, ud_error *e)
+{
+	int err = ud_la.archive_errno(x->out);
+	return ud_fail(e, UD_EXIT_STORAGE, err > 0 ? err : 0, "layer %s: member '%s'%s: %s",
+		       x->layer, name, how, ud_la.archive_error_string(x->out));
+}
+
+/* Copies the current member's data; sparse members keep their holes. */
+static int copy_data(struct extract *x, const char *name, ud_error *e)
+{
+	const void *buf;
+	size_t size;
+	la_int64_t offset;
+	int d;
+	while ((d = ud_la.archive_read_data_block(x->in, &buf, &size, &offset)) == ARCHIVE_OK) {
+		if ((x->bytes += size) > ud_layer_limits.max_bytes)
+			return over_limit(x->layer, "bytes of data", ud_layer_limits.max_bytes,
+					  "--cache-max-bytes", e);
+		if (ud_la.archive_write_data_block(x->out, buf, size, offset) < ARCHIVE_WARN)
+			return write_failed(x, name, "", e);
+	}
+	if (d != ARCHIVE_EOF)
+		return ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", x->layer, name,
+			       ud_la.archive_error_string(x->in));
+	return 0;
+}
+
+/* A hard link's target must already be in this layer, reached without symlinks. */
+static int check_hardlink(struct extract *x, struct archive_entry *ent, const char *raw,
+			  ud_error *e)
+{
+	const char *link = ud_la.archive_entry_hardlink(ent);
+	if (!link)
+		return 0;
+	char ln[4096];
+	snprintf(ln, sizeof(ln), "%s", strip_dot_slash(link));
+	ud_autoclose int t = ud_layer_member_name_safe(ln) ?
+				     ud_openat2(x->rootfd, ln, O_PATH | O_NOFOLLOW | O_CLOEXEC,
+						RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) :
+				     -1;
+	if (t < 0)
+		return ud_fail(e, UD_EXIT_STORAGE, 0,
+			       "layer %s: hostile hard link '%s' -> '%s' (outside the layer)",
+			       x->layer, raw, ln);
+	ud_la.archive_entry_set_hardlink(ent, ln);
+	return 0;
+}
+
+static int extract_member(struct extract *x, struct archive_entry *ent, ud_error *e)
+{
+	if (check_member(x, ent, e) < 0)
+		return -1;
+	/* Copies: setting the entry's names below would overwrite the strings that
+	 * archive_entry_pathname() and _hardlink() point into. */
+	char raw[4096], name[4096];
+	const char *rp = ud_la.archive_entry_pathname(ent);
+	snprintf(raw, sizeof(raw), "%s", rp ? rp : "");
+	snprintf(name, sizeof(name), "%s", strip_dot_slash(raw));
+	if (rp && (!*name || !strcmp(name, ".") || !strcmp(name, "./")))
+		return 0; /* the layer root itself */
+	if (!rp || !ud_layer_member_name_safe(name))
+		return ud_fail(e, UD_EXIT_STORAGE, 0,
+			       "layer %s: hostile member '%s' (absolute or '..')", x->layer, raw);
+	if (check_hardlink(x, ent, raw, e) < 0)
+		return -1;
+	ud_la.archive_entry_set_pathname(ent, name);
+	size_t off = 0;
+	int kind = ud_layer_whiteout_kind(name, &off);
+	if (kind)
+		return record_whiteout(x, name, raw, kind, off, e);
+	drop_overlay_xattrs(ent);
+	if (ud_la.archive_write_header(x->out, ent) < ARCHIVE_WARN)
+		return write_failed(x, name, " refused", e);
+	if (ud_la.archive_entry_size(ent) > 0 && copy_data(x, name, e) < 0)
+		return -1;
+	if (ud_la.archive_write_finish_entry(x->out) < ARCHIVE_WARN)
+		return ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", x->layer, name,
+			       ud_la.archive_error_string(x->out));
+	return 0;
+}
+
+/* Extracts the tar in `in` (already positioned) into rootfd, which is also our cwd. */
+static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_error *e)
+{
+	struct extract x = {.in = in, .rootfd = rootfd, .layer = layer};
+	if (!(x.out = ud_la.archive_write_disk_new()))
+		return ud_oom(e);
+	ud_la.archive_write_disk_set_options(
+		x.out, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
+			       ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_ACL |
+			       ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+			       ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+	int r = 0;
+	for (;;) {
+		struct archive_entry *ent;
+		int h = ud_la.archive_read_next_header(in, &ent);
+		if (h == ARCHIVE_EOF)
+			break;
+		if (h < ARCHIVE_WARN) {
+			r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: broken tar: %s", layer,
+				    ud_la.archive_error_string(in));
+			break;
+		}
+		if ((r = extract_member(&x, ent, e)) < 0)
+			break;
+	}
+	/* Whiteouts before the close: it sets the directories' times last, as the tar says. */
+	for (size_t i = 0; r == 0 && i < x.n_wo; i++)
+		r = apply_whiteout(rootfd, &x.wo[i], e);
+	if (ud_la.archive_write_close(x.out) < ARCHIVE_WARN && r == 0)
+		r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: %s", layer,
+			    ud_la.archive_error_string(x.out));
+	ud_la.archive_write_free(x.out);
+	for (size_t i = 0; i < x.n_wo; i++)
+		free(x.wo[i].path);
+	free(x.wo);
+	return r;
+}
+
+/* ---------------------------------------------------------------- the readers */
+
+struct pull {
+	struct archive *from; /* the archive whose current entry's data we read */
+	EVP_MD_CTX *md;	      /* hashes what passes, if set */
+	char buf[64 * 1024];
+};
+
+static la_ssize_t pull_read(struct archive *a, void *client, const void **buf)
+{
+	struct pull *p = client;
+	la_ssize_t n = ud_la.archive_read_data(p->from, p->buf, sizeof(p->buf));
+	if (n < 0) {
+		ud_la.archive_set_error(a, EIO, "%s", ud_la.archive_error_string(p->from));
+		return -1;
+	}
+	if (n > 0 && p->md)
+		EVP_DigestUpdate(p->md, p->buf, (size_t)n);
+	*buf = p->buf;
+	return n;
+}
+
+struct fd_src {
+	int fd;
+	char buf[64 * 1024];
+};
+
+static la_ssize_t fd_read(struct archive *a, void *client, const void **buf)
+{
+	struct fd_src *s = client;
+	ssize_t n;
+	while ((n = read(s->fd, s->buf, sizeof(s->buf))) < 0 && errno == EINTR)
+		;
+	if (n < 0) {
+		ud_la.archive_set_error(a, errno, "reading the layer");
+		return -1;
+	}
+	*buf = s->buf;
+	return n;
+}
+
+struct readers {
+	struct archive *raw, *tar;
+	EVP_MD_CTX *md;
+};
+
+/* raw decompresses what `source` gives, tar reads raw's bytes (hashed on the way) into rootfd. */
+static int read_layer(struct readers *rd, archive_read_callback *source, void *client, int rootfd,
+		      const char *what, bool must_be_layer, char hex[65], ud_error *e)
+{
+	EVP_DigestInit_ex(rd->md, EVP_sha256(), NULL);
+	ud_la.archive_read_support_filter_all(rd->raw);
+	ud_la.archive_read_support_format_raw(rd->raw);
+	struct archive_entry *ent;
+	if (ud_la.archive_read_open(rd->raw, client, NULL, source, NULL) != ARCHIVE_OK ||
+	    ud_la.archive_read_next_header(rd->raw, &ent) != ARCHIVE_OK)
+		return ud_fail(e, UD_EXIT_STORAGE, 0, "%s: cannot read the layer: %s", what,
+			       ud_la.archive_error_string(rd->raw));
+	struct pull from_raw = {.from = rd->raw, .md = rd->md};
+	ud_la.archive_read_support_format_tar(rd->tar);
+	if (ud_la.archive_read_open(rd->tar, &from_raw, NULL, pull_read, NULL) != ARCHIVE_OK)
+		/* An OCI blob we could not place by its name may be a manifest or an index. */
+		return !must_be_layer ? 0 :
+					ud_fail(e, UD_EXIT_STORAGE, 0, "%s: not a tar: %s", what,
+						ud_la.archive_error_string(rd->tar));
+	if (extract_tar(rd->tar, rootfd, what, e) < 0)
+		return -1;
+	/* The digest covers the whole uncompressed stream, padding after the tar's end included. */
+	char sink[64 * 1024];
+	la_ssize_t n;
+	while ((n = ud_la.archive_read_data(rd->raw, sink, sizeof(sink))) > 0)
+		EVP_DigestUpdate(rd->md, sink, (size_t)n);
+	if (n < 0)
+		return ud_fail(e, UD_EXIT_STORAGE, 0, "%s: %s", what,
+			       ud_la.archive_error_string(rd->raw));
+	unsigned char digest[32];
+	EVP_DigestFinal_ex(rd->md, digest, NULL);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+	return 1;
+}
+
+static int unpack(archive_read_callback *source, void *client, int rootfd, const char *what,
+		  bool must_be_layer, char hex[65], ud_error *e)
+{
+	ud_autoclose int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	struct readers rd = {ud_la.archive_read_new(), ud_la.archive_read_new(), EVP_MD_CTX_new()};
+	int r = -1;
+	if (cwd < 0 || !rd.md || !rd.raw || !rd.tar)
+		ud_fail(e, UD_EXIT_STORAGE, errno, "preparing to unpack %s", what);
+	/* libarchive's disk writer works on paths relative to the cwd. */
+	else if (fchmod(rootfd, 0755) < 0 || fchdir(rootfd) < 0)
+		ud_fail(e, UD_EXIT_STORAGE, errno, "%s: entering the layer's directory", what);
+	else
+		r = read_layer(&rd, source, client, rootfd, what, must_be_layer, hex, e);
+	if (cwd >= 0 && fchdir(cwd) < 0)
+		r = ud_fail(e, UD_EXIT_STORAGE, errno, "returning to the working directory");
+	if (rd.raw)
+		ud_la.archive_read_free(rd.raw);
+	if (rd.tar)
+		ud_la.archive_read_free(rd.tar);
+	EVP_MD_CTX_free(rd.md);
+	return r;
+}
+
+int ud_layer_unpack_entry(struct archive *outer, int rootfd, const char *what, bool must_be_layer,
+			  char hex[65], ud_error *e)
+{
+	struct pull from_outer = {.from = outer};
+	return unpack(pull_read, &from_outer, rootfd, what, must_be_layer, hex, e);
+}
+
+int ud_layer_unpack_fd(int fd, int rootfd, const char *what, char hex[65], ud_error *e)
+{
+	if (ud_la_load(e) < 0)
+		return -1;
+	struct fd_src *src = malloc(sizeof(*src));
+	if (!src)
+		return ud_oom(e);
+	src->fd = fd;
+	int r = unpack(fd_read, src, rootfd, what, true, hex, e);
+	free(src);
+	return r;
+}
