@@ -14,7 +14,7 @@ PKGS := libcurl json-c libarchive libcrypto
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -fstack-protector-strong \
 	  -DUD_VERSION='"$(VERSION)"' $(shell $(PKG_CONFIG) --cflags $(PKGS))
-# libarchive is dlopen()ed by export.c when an image is exported: not linked, only its header.
+# libarchive is dlopen()ed by la.c when an image is exported: not linked, only its header.
 LDLIBS += $(shell $(PKG_CONFIG) --libs $(filter-out libarchive,$(PKGS))) -ldl
 
 ifeq ($(SANITIZE),1)
