@@ -6,7 +6,6 @@
 
 #include <ctype.h>
 #include <curl/curl.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +92,7 @@ void ud_docker_close(struct ud_docker *d)
 	free(d->socket_path);
 	memset(d, 0, sizeof(*d));
 }
+
 /* The options every request shares: the daemon's socket, plain HTTP only, no signals. */
 static void setup_curl(CURL *c, const struct ud_docker *d, const char *path,
 		       curl_write_callback on_data, void *userp)

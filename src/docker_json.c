@@ -3,7 +3,6 @@
 #include "docker_json.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
