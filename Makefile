@@ -68,6 +68,13 @@ $(B)/tests/%: tests/unit/%.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Isrc -DFIXTURES='"$(CURDIR)/tests/fixtures"' -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
 
+# The Engine API's pure half (reference grammar, JSON answers) is tested without libcurl.
+DOCKER_PURE_OBJS := $(addprefix $(B)/obj/,reference.o docker_json.o error.o util.o)
+$(B)/tests/test_docker: tests/unit/test_docker.c $(DOCKER_PURE_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -DFIXTURES='"$(CURDIR)/tests/fixtures"' -o $@ $^ $(LDFLAGS) \
+		$(shell $(PKG_CONFIG) --libs json-c) -lcmocka
+
 install: $(HELPER) $(PLUGIN)
 	@test -n "$(PLUGIN_DIR)" || { echo "install: uWSGI's plugin directory is unknown: set PLUGIN_DIR" >&2; exit 1; }
 	install -D -m 0755 $(HELPER) $(DESTDIR)$(BINDIR)/uwsgi-docker-rootfs

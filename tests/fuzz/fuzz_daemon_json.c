@@ -5,7 +5,8 @@
  * unclean. */
 #include <stdbool.h>
 
-#include "docker.h"
+#include "docker_json.h"
+#include "reference.h"
 #include "fuzz.h"
 
 static void reset(ud_error *e)

@@ -5,7 +5,8 @@
 #include <ctype.h>
 #include <stdbool.h>
 
-#include "docker.h"
+#include "docker_json.h"
+#include "reference.h"
 #include "fuzz.h"
 
 static bool segment_is_dot(const char *s, size_t n)

@@ -11,7 +11,8 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "docker.h"
+#include "docker_json.h"
+#include "reference.h"
 #include "error.h"
 
 #ifndef FIXTURES
