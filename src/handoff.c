@@ -498,9 +498,8 @@ int ud_chdir_image(const char *workdir, ud_error *e)
 	/* The image's WorkingDir is hostile like any image path: /proc/1/root/... is a magic link
 	 * to the host's root (the pid namespace is the host's), so resolve inside / without magic
 	 * links. */
-	struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
-	ud_autoclose int fd = (int)syscall(SYS_openat2, root, dir, &how, sizeof(how));
+	ud_autoclose int fd = ud_openat2(root, dir, O_PATH | O_DIRECTORY | O_CLOEXEC,
+					 RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
 	if (fd < 0)
 		return ud_fail(e, UD_EXIT_MOUNT, errno, "working directory %s", dir);
 	if (fchdir(fd) < 0)

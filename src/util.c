@@ -10,7 +10,16 @@
 int ud_openat2(int dirfd, const char *path, int flags, unsigned long long resolve)
 {
 	struct open_how how = {.flags = (unsigned long long)flags, .resolve = resolve};
-	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+	int fd = -1;
+	/* With RESOLVE_IN_ROOT or RESOLVE_BENEATH the kernel answers EAGAIN when a rename anywhere
+	 * raced with a ".." step (it cannot prove the walk stayed inside): try again, boundedly,
+	 * as openat2(2) advises. */
+	for (int i = 0; i < 64; i++) {
+		fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+		if (fd >= 0 || errno != EAGAIN)
+			break;
+	}
+	return fd;
 }
 
 int ud_push(void *arrp, size_t *n, size_t size, const void *item)
