@@ -152,20 +152,29 @@ def by_mountpoint(mounts):
 
 # ---- host snapshots ----
 
-# Other sessions may work on this machine at the same time (compilers, tool runners, another
-# run of this suite, docker builds); what they create is not ours to judge. Only these exact
-# name patterns are ignored; the helper names nothing this way.
-_IGNORE = {
-    "/tmp": re.compile(
-        r"^(cc[A-Za-z0-9]{6}\.[a-z]+"                                   # gcc temporaries
-        r"|[A-Za-z0-9_.+]+-[0-9a-f]{6}(-[0-9a-f]{8})?\.[a-z]+(\.tmp)?"  # gcc 12 objects, ld
-        r"|bash_tool_[0-9a-f-]+|bash_jobs\..*|udunit.*"
-        r"|udtest-[a-z0-9_]{8})$"),                  # another session of this suite
-    STORAGE: re.compile(r"^[0-9a-f]{64}(-init)?$"),  # layers dockerd itself creates/removes
-    STORAGE + "/l": re.compile(r"^[A-Z0-9]{26}$"),   # their short-name links
+# What the tests and the helper could touch, and nothing else: other programs on this machine
+# (compilers, tool runners, another session of this suite, docker builds) create and remove files
+# all the time, and what they do is not ours to judge. Each watched directory has either None
+# (every entry compared) or a pattern: only matching entries are compared (plus the names the
+# session owns, see host_snapshot).
+#   /, /etc, /usr, /var     where an escaping symlink (/etc, ../../../usr, /) would land
+#   /tmp                    where the helper mounts its scratch tmpfs: the names it creates there
+#                           (init upper work root) must never appear on the host, nor a
+#                           uwsgi-docker* file; the session's own directory is compared too
+#   /var/tmp                the canary directories of this session (udlib callers pass them)
+#   Docker's overlay2 dirs  the helper reads them; dockerd's own layers come and go
+_WATCH = {
+    "/": None,
+    "/etc": None,
+    "/usr": None,
+    "/var": None,
+    "/tmp": re.compile(r"^(init|upper|work|root|uwsgi-docker.*)$"),
+    "/var/tmp": re.compile(r"^$"),  # only the session's own names
+    STORAGE: re.compile(r"^(?![0-9a-f]{64}(-init)?$).*$"),   # not dockerd's layers
+    STORAGE + "/l": re.compile(r"^(?![A-Z0-9]{26}$).*$"),    # nor their short names
 }
 
-WATCHED_DIRS = ["/", "/tmp", "/etc", STORAGE, STORAGE + "/l"]
+WATCHED_DIRS = list(_WATCH)
 
 
 def listing(d, own=()):
@@ -173,14 +182,14 @@ def listing(d, own=()):
         names = os.listdir(d)
     except FileNotFoundError:
         return None
-    ignore = _IGNORE.get(d)
-    if ignore:
-        names = [n for n in names if n in own or not ignore.match(n)]
+    keep = _WATCH.get(d)
+    if keep:
+        names = [n for n in names if n in own or keep.match(n)]
     return sorted(names)
 
 
 def host_snapshot(own=()):
-    """own: names this session owns, compared even where a pattern would ignore them."""
+    """own: names this session owns (its /tmp and /var/tmp directories), always compared."""
     return {"mounts": host_mount_table(), "dirs": {d: listing(d, own) for d in WATCHED_DIRS}}
 
 
@@ -192,8 +201,8 @@ def diff_snapshots(before, after):
         out.append(f"mount appeared: {k}")
     for k in (b - a):
         out.append(f"mount disappeared: {k}")
-    for d in WATCHED_DIRS:
-        bl, al = set(before["dirs"][d] or []), set(after["dirs"][d] or [])
+    for d in sorted(set(before["dirs"]) | set(after["dirs"])):
+        bl, al = set(before["dirs"].get(d) or []), set(after["dirs"].get(d) or [])
         for n in sorted(al - bl):
             out.append(f"new entry in {d}: {n}")
         for n in sorted(bl - al):
