@@ -139,8 +139,18 @@ _DOCKER_MOUNT = re.compile(r"^(/var/lib/docker/overlay2/[0-9a-f]{64}/merged"
                            r"|/run/docker/netns/[0-9a-f]+)$")
 
 
-def host_mount_table():
-    return sorted(mount_key(m) for m in host_mounts() if not _DOCKER_MOUNT.match(m.mountpoint))
+# Another session of this suite (another agent, a CI job) pins namespaces under its own
+# /tmp/udtest-* directory; those come and go at any time. This session's own directory is
+# compared strictly (host_snapshot's own).
+_OTHER_SESSION = re.compile(r"^/tmp/(udtest-[a-z0-9_]{8})/")
+
+
+def host_mount_table(own=None):
+    """own: this session's directory names; when given, other sessions' mounts are left out."""
+    def ours(m):
+        other = own is not None and _OTHER_SESSION.match(m.mountpoint)
+        return not _DOCKER_MOUNT.match(m.mountpoint) and (not other or other.group(1) in own)
+    return sorted(mount_key(m) for m in host_mounts() if ours(m))
 
 
 def by_mountpoint(mounts):
@@ -190,7 +200,7 @@ def listing(d, own=()):
 
 def host_snapshot(own=()):
     """own: names this session owns (its /tmp and /var/tmp directories), always compared."""
-    return {"mounts": host_mount_table(), "dirs": {d: listing(d, own) for d in WATCHED_DIRS}}
+    return {"mounts": host_mount_table(own), "dirs": {d: listing(d, own) for d in WATCHED_DIRS}}
 
 
 def diff_snapshots(before, after):
