@@ -278,3 +278,54 @@ def test_device_node_in_the_image_cannot_be_opened(privileged_image, api):
     assert p.returncode == 0, describe(p)
     assert p.stdout.splitlines() == ["refused", "refused", "dev-null-works"], describe(p)
     assert p.stderr.count("Permission denied") == 2, describe(p)
+
+
+# ---------------------------------------------------------------- a hostile WorkingDir
+
+# WorkingDir -> the directory COMMAND must start in (pwd -P) and what it lists there, or None:
+# refused (68) with one line naming the working directory.
+WORKDIRS = {
+    "/proc/1/root/etc": None,        # a magic link to the host's root (the host's pid 1)
+    "/proc/self/cwd": None,          # a magic link to wherever the helper stands
+    "/wd-rel": ("/etc", "image-only passwd"),        # -> ../../../../etc, inside the root
+    "/wd-abs/": ("/usr", "image-usr"),               # -> /usr, inside the root
+    "/../../../etc": ("/etc", "image-only passwd"),
+    "/wd-canary": None,              # -> the host's canary directory: dangles inside
+}
+
+
+@pytest.fixture(scope="module")
+def workdir_images(docker_ready, session_dir, canary_root):
+    from conftest import _busybox_tar, _import
+    d = os.path.join(session_dir, "workdir-images")
+    os.mkdir(d)
+    tar = os.path.join(d, "wd.tar")
+    _busybox_tar(tar, [("usr", "dir", None), ("usr/image-usr", "file", "x\n"),
+                       ("etc/image-only", "file", "image\n"),
+                       ("wd-rel", "symlink", "../../../../etc"), ("wd-abs", "symlink", "/usr"),
+                       ("wd-canary", "symlink", os.path.join(canary_root, "canary"))])
+    tags = {}
+    try:
+        for i, wd in enumerate(WORKDIRS):
+            tag = f"udtest-wd-{os.getpid()}-{i}:latest"
+            p = subprocess.run([DOCKER, "import", "-c", f"WORKDIR {wd}", tar, tag],
+                               capture_output=True, text=True, timeout=120)
+            assert p.returncode == 0, p.stderr
+            tags[wd] = tag
+        yield tags
+    finally:
+        for tag in tags.values():
+            subprocess.run([DOCKER, "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.mark.parametrize("wd", list(WORKDIRS))
+def test_hostile_workdir(workdir_images, host_guard, wd):
+    """The image's WorkingDir is resolved inside the new root without magic links: a symlink
+    out lands on the image's own directory, /proc/<pid>/root and /proc/self/cwd are refused."""
+    p = _run(workdir_images[wd], "pwd -P; ls | tr '\\n' ' '")
+    want = WORKDIRS[wd]
+    if want is None:
+        line = error_line(p, 68)
+        assert f"working directory {wd}" in line, line
+    else:
+        assert _ok(p) == [want[0], want[1] + " "], describe(p)
