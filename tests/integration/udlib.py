@@ -134,7 +134,7 @@ def mount_key(m):
 # dockerd's own mounts (a container or build step of another session running on the same
 # daemon): a container's merged root, its shm, its network namespace. The helper never mounts
 # at such paths; everything else in the table is compared strictly.
-_DOCKER_MOUNT = re.compile(r"^(/var/lib/docker/overlay2/[0-9a-f]{64}/merged"
+_DOCKER_MOUNT = re.compile(r"^(/var/lib/docker/overlay2/[0-9a-f]{64}(-init)?/merged"
                            r"|/var/lib/docker/containers/[0-9a-f]{64}/.*"
                            r"|/run/docker/netns/[0-9a-f]+)$")
 
