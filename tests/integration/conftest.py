@@ -66,6 +66,7 @@ def session_dir():
     """All host-side scratch files of the session live under one /tmp/udtest-* directory."""
     d = tempfile.mkdtemp(prefix="udtest-", dir="/tmp")
     os.chmod(d, 0o755)
+    udlib.OWN_DIRS.add(os.path.basename(d))
     yield d
     # Pins left behind by a failed test are nsfs bind mounts made by the helper: release them
     # before deleting the directory; never delete across any other mount.
@@ -89,6 +90,7 @@ def canary_root():
     would land in an empty tmpfs and change nothing visible. /var/tmp is mounted over by nothing."""
     d = f"/var/tmp/udtest-{_TOKEN}"
     os.mkdir(d, 0o755)
+    udlib.OWN_DIRS.add(os.path.basename(d))
     canary = os.path.join(d, "canary")
     os.mkdir(canary, 0o755)
     _write(os.path.join(canary, "keep"), "canary\n")

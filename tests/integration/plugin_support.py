@@ -307,7 +307,7 @@ _DOCKERD_OWN = ("/var/lib/docker/", "/run/docker/", "/var/run/docker/")
 
 
 def _ours_to_judge(m):
-    return not m.mountpoint.startswith(_DOCKERD_OWN)
+    return not m.mountpoint.startswith(_DOCKERD_OWN) and not udlib.foreign_mount(m)
 
 
 def host_mount_points():

@@ -136,13 +136,26 @@ def mount_key(m):
 # at such paths; everything else in the table is compared strictly.
 _DOCKER_MOUNT = re.compile(r"^(/var/lib/docker/overlay2/[0-9a-f]{64}(-init)?/merged"
                            r"|/var/lib/docker/containers/[0-9a-f]{64}/.*"
-                           r"|/run/docker/netns/[0-9a-f]+)$")
+                           r"|/run/docker/netns/[0-9a-f]+"
+                           r"|/var/lib/containers/storage/overlay(/.*)?"   # podman's store
+                           r"|/run/containers/storage/.*|/run/netns/.*)$")
 
 
 # Another session of this suite (another agent, a CI job) pins namespaces under its own
 # /tmp/udtest-* directory; those come and go at any time. This session's own directory is
 # compared strictly (host_snapshot's own).
 _OTHER_SESSION = re.compile(r"^/tmp/(udtest-[a-z0-9_]{8})/")
+
+
+# The directory names of this session (conftest registers its /tmp and /var/tmp directories).
+OWN_DIRS = set()
+
+
+def foreign_mount(m):
+    """A mount that neither the tests of this session nor the helpers they run can have made:
+    the daemons' own, and other sessions' pins under their own /tmp/udtest-* directories."""
+    other = _OTHER_SESSION.match(m.mountpoint)
+    return bool(_DOCKER_MOUNT.match(m.mountpoint) or (other and other.group(1) not in OWN_DIRS))
 
 
 def host_mount_table(own=None):
