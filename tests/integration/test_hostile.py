@@ -167,6 +167,36 @@ def test_bind_target_through_symlink_read_only_root(images, host_guard, scratch,
     assert "does not exist in the image, and the root is read-only" in line, line
 
 
+RENAMER = """
+import os, sys
+os.chdir(sys.argv[1])
+open("a", "w").close()
+while True:
+    os.rename("a", "b")
+    os.rename("b", "a")
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="src does not retry openat2's EAGAIN (RESOLVE_IN_ROOT and "
+                   "'..' while anything on the machine renames): remove this mark with the fix")
+def test_dotdot_lookup_survives_concurrent_renames(images, host_guard, scratch):
+    """openat2(RESOLVE_IN_ROOT) fails with EAGAIN when a '..' is walked while any rename or
+    mount happens anywhere on the machine (the kernel cannot prove the walk stayed inside; the
+    caller is meant to retry). A busy machine must not make a bind behind /srv -> ../../../usr
+    fail: 20 runs while another process renames a file in a loop, all succeed."""
+    src = _src(scratch)
+    renamer = subprocess.Popen(["/usr/bin/python3", "-c", RENAMER, scratch])
+    try:
+        results = [_run(images.hostile_bind, "ls /usr/sub", "--bind", f"{src}:/srv/sub")
+                   for _ in range(20)]
+    finally:
+        renamer.kill()
+        renamer.wait()
+    failed = [p.stderr.strip() for p in results if p.returncode != 0]
+    assert not failed, f"{len(failed)} of 20 runs failed, first: {failed[0]}"
+    assert all(p.stdout == "hostfile\n" for p in results)
+
+
 @pytest.fixture
 def steering_image(scratch):
     """An image whose /appdata is a symlink to /shared: where the operator binds a host dir."""
