@@ -66,6 +66,7 @@ def session_dir():
     """All host-side scratch files of the session live under one /tmp/udtest-* directory."""
     d = tempfile.mkdtemp(prefix="udtest-", dir="/tmp")
     os.chmod(d, 0o755)
+    udlib.OWN_DIRS.add(os.path.basename(d))
     yield d
     # Pins left behind by a failed test are nsfs bind mounts made by the helper: release them
     # before deleting the directory; never delete across any other mount.
@@ -79,6 +80,21 @@ def session_dir():
     if others:
         print(f"not removing {d}: mounts under it: {others}")
         return
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def canary_root():
+    """The session's canaries live under /var/tmp, not /tmp: the helper mounts its scratch tmpfs
+    over /tmp before it resolves anything in the image, so a symlink that escapes to a /tmp path
+    would land in an empty tmpfs and change nothing visible. /var/tmp is mounted over by nothing."""
+    d = f"/var/tmp/udtest-{_TOKEN}"
+    os.mkdir(d, 0o755)
+    udlib.OWN_DIRS.add(os.path.basename(d))
+    canary = os.path.join(d, "canary")
+    os.mkdir(canary, 0o755)
+    _write(os.path.join(canary, "keep"), "canary\n")
+    yield d
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -98,12 +114,13 @@ def scratch(session_dir, request):
 # ---------------------------------------------------------------- every test: host unchanged
 
 @pytest.fixture(autouse=True)
-def host_unchanged(session_dir):
-    """Host mount table (points, types, sources, options, propagation; not ids) and the
-    top-level listings of /, /tmp, /etc and Docker's overlay2 dirs: identical after each test,
-    whether it passed or failed. (udlib names the few patterns of other sessions' activity
-    that are ignored: dockerd's own container mounts and layer names, compiler temporaries.)"""
-    own = [os.path.basename(session_dir)]
+def host_unchanged(session_dir, canary_root):
+    """Host mount table (points, types, sources, options, propagation; not ids) and the listings
+    of what the tests and the helper could touch (udlib._WATCH: /, /etc, /usr, /var, the names
+    the helper would create in /tmp, the session's own directories, Docker's layer dirs):
+    identical after each test, whether it passed or failed. Not all of /tmp: other programs
+    create and remove files there at any time."""
+    own = [os.path.basename(session_dir), os.path.basename(canary_root)]
     before = udlib.host_snapshot(own)
     yield
     after = udlib.host_snapshot(own)
@@ -189,7 +206,7 @@ def _import(tag, tar):
 
 
 @pytest.fixture(scope="session")
-def images(docker_ready, session_dir):
+def images(docker_ready, session_dir, canary_root):
     """Builds every test image once. Attributes: the tags (see TAGS), .canary (the host
     directory the hostile images point at), .info[tag] (docker image inspect)."""
     imgs = types.SimpleNamespace(**vars(TAGS))
@@ -251,15 +268,19 @@ def images(docker_ready, session_dir):
         _import(TAGS.single, tar)
         built.append(TAGS.single)
 
-        # hostile images: symlinks where the helper mounts.
-        imgs.canary = os.path.join(session_dir, "canary")
-        os.mkdir(imgs.canary)
-        _write(os.path.join(imgs.canary, "keep"), "canary\n")
+        # hostile images: symlinks where the helper mounts. Their targets exist on the host
+        # and in the image (/etc, /usr, /var), or are the host's canary directory (outside
+        # /tmp, see canary_root): a lookup that escapes the new root changes what is seen.
+        imgs.canary = os.path.join(canary_root, "canary")
         hostile = {
             TAGS.hostile_proc: [("proc", "symlink", "/etc")],
             TAGS.hostile_dev: [("dev", "symlink", "../../../../../etc")],
             TAGS.hostile_sys: [("sys", "symlink", "/")],
-            TAGS.hostile_bind: [("mnt", "symlink", imgs.canary), ("srv", "symlink", "../../..")],
+            TAGS.hostile_bind: [("usr", "dir", None), ("var", "dir", None),
+                                ("etc/image-only", "file", "image\n"),
+                                ("mnt", "symlink", "/etc"), ("srv", "symlink", "../../../usr"),
+                                ("opt", "symlink", "../../../../var"),
+                                ("canary", "symlink", imgs.canary)],
         }
         hostile[TAGS.hostile_all] = [e for v in list(hostile.values()) for e in v]
         for tag, extra in hostile.items():

@@ -16,6 +16,10 @@ Prints "ready" on stdout once it listens. Every request line it receives is appe
   podman404    /_ping fine, image inspect 404 with Podman's body format
   hang         accepts, reads, never answers
   otherroot    like version:1.41, but /info's DockerRootDir is not where the layers are
+  root=PATH    like version:1.41, with /info's DockerRootDir = PATH
+  newer:MIN    a daemon newer than the helper: /_ping says Api-Version 1.52, and every
+               versioned path below vMIN gets HTTP 400 "client version X is too old" (as
+               Docker 29 answers); /version says MinAPIVersion MIN
 """
 import json
 import re
@@ -71,11 +75,16 @@ class Conn:
     def send(self, status, body, headers=(), ctype="application/json", length=None):
         if isinstance(body, str):
             body = body.encode()
-        reason = {200: "OK", 404: "Not Found", 500: "Internal Server Error"}.get(status, "X")
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found",
+                  500: "Internal Server Error"}.get(status, "X")
         out = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {ctype}",
                f"Content-Length: {len(body) if length is None else length}", "Server: fake"]
         out += list(headers)
         self.sock.sendall(("\r\n".join(out) + "\r\n\r\n").encode() + body)
+
+
+def _vtuple(v):
+    return tuple(int(x) for x in v.split("."))
 
 
 def serve(sock, mode, log, inspect):
@@ -89,8 +98,17 @@ def serve(sock, mode, log, inspect):
             method, target = parts[0], parts[1] if len(parts) > 1 else "/"
             path = target.split("?", 1)[0]
             m = VERSION_PREFIX.match(path)
+            asked = path[2:].split("/", 1)[0] if m else None
             if m:
                 path = m.group(2)
+            if mode.startswith("newer:") and asked is not None:
+                minimum = mode.split(":", 1)[1]
+                if _vtuple(asked) < _vtuple(minimum):
+                    c.send(400, json.dumps({"message": f"client version {asked} is too old. "
+                                            f"Minimum supported API version is {minimum}, please "
+                                            "upgrade your client to a newer version"}),
+                           headers=["Api-Version: 1.52"])
+                    continue
 
             if mode == "hang":
                 # Never answer; wait for the client to give up and close.
@@ -105,9 +123,12 @@ def serve(sock, mode, log, inspect):
                        headers=["Api-Version: 1.41"])
                 return
 
+            min_api = "1.12"
             if mode.startswith("version:"):
                 api = mode.split(":", 1)[1]
-            elif mode == "otherroot":
+            elif mode.startswith("newer:"):
+                api, min_api = "1.52", mode.split(":", 1)[1]
+            elif mode == "otherroot" or mode.startswith("root="):
                 api = "1.41"
             else:
                 api = "1.47" if mode == "containerd" else "1.41"
@@ -125,12 +146,15 @@ def serve(sock, mode, log, inspect):
                 continue
             if path == "/version":
                 c.send(200, json.dumps({"Version": "fake", "ApiVersion": api,
-                                        "MinAPIVersion": "1.12", "Os": "linux"}), headers=api_hdr)
+                                        "MinAPIVersion": min_api, "Os": "linux"}),
+                       headers=api_hdr)
                 continue
             if path == "/info":
                 info = CONTAINERD_INFO if mode == "containerd" else OVERLAY2_INFO
                 if mode == "otherroot":
                     info = dict(OVERLAY2_INFO, DockerRootDir="/srv/elsewhere/docker")
+                elif mode.startswith("root="):
+                    info = dict(OVERLAY2_INFO, DockerRootDir=mode.split("=", 1)[1])
                 c.send(200, json.dumps(info), headers=api_hdr)
                 continue
             if path.startswith("/images/") and path.endswith("/json"):

@@ -33,7 +33,9 @@ PYTHON = "/usr/bin/python3"
 BUSYBOX = "/bin/busybox"
 PYLIB = "/usr/lib/python3.11"
 BUILD_DIR = os.path.dirname(os.path.abspath(HELPER)) if HELPER else ""
-PREFIX = "udplug-"
+# Per session: two sessions on one daemon (another developer's run, CI) must never retag or
+# remove each other's images (a retag under a running reload test changes the ids it checks).
+PREFIX = f"udplug-{os.getpid()}-{os.urandom(3).hex()}-"
 NOBODY = 65534
 NOGROUP = 65534
 READY_TIMEOUT = 25.0
@@ -305,7 +307,7 @@ _DOCKERD_OWN = ("/var/lib/docker/", "/run/docker/", "/var/run/docker/")
 
 
 def _ours_to_judge(m):
-    return not m.mountpoint.startswith(_DOCKERD_OWN)
+    return not m.mountpoint.startswith(_DOCKERD_OWN) and not udlib.foreign_mount(m)
 
 
 def host_mount_points():

@@ -849,8 +849,31 @@ def test_export_streams_in_bounded_memory(ximages, cache):
 
 def test_prune_during_unpack(ximages, cache, scratch):
     """--cache-prune while another helper is in the middle of unpacking (its export held by a
-    proxy after 20 MB): the in-flight unpack is not disturbed; that helper then completes and
-    the cached layer is complete."""
+    proxy after 20 MB). The cache also holds a stale layer (its image removed). The prune must
+    overlap the unpack (shown: it ends, or sleeps on the cache's lock, while the export is still
+    held and the unpacking helper still runs), remove exactly the stale layer, and leave the
+    in-flight unpack alone: that helper then completes and its cached layer is complete."""
+    def _sleeps_on_a_lock(pid):
+        """True while pid sleeps in flock()/fcntl locking (its kernel stack names a lock wait)."""
+        try:
+            with open(f"/proc/{pid}/stack") as f:
+                stack = f.read()
+        except OSError:
+            return False
+        return any(w in stack for w in ("locks_lock_inode_wait", "flock_lock_inode_wait",
+                                        "posix_lock_inode_wait", "__x64_sys_flock"))
+
+    layer = A.LayerBuilder().dir("p").file("p/stale", f"stale {_TOKEN}\n" * 100).bytes()
+    stale = A.Image([ximages.base_layer, layer], _tag("prune-overlap"))
+    _load(A.docker_archive(stale))
+    try:
+        out = udlib.inside(stale.tag, "head -1 /p/stale", *export_opts(cache))
+        assert out == f"stale {_TOKEN}\n"
+    finally:
+        docker("rmi", stale.tag)
+    stale_id = A.sha256(layer)
+    assert stale_id in cache_layers(cache)
+
     proxy = RecordingProxy(os.path.join(scratch, "proxy.sock"), hold_get_after=20 << 20)
     p = subprocess.Popen([udlib.HELPER, *export_opts(cache, proxy.address), ximages.big, "--",
                           "/bin/sh", "-c", "md5sum /big/random"],
@@ -858,6 +881,7 @@ def test_prune_during_unpack(ximages, cache, scratch):
                          stderr=subprocess.PIPE, text=True, env=udlib.helper_env(),
                          start_new_session=True)
     prune = None
+    overlap = None
     try:
         held = proxy.held.wait(60)
         # The prune may wait for the unpack (a lock); the held export must flow again well
@@ -866,14 +890,29 @@ def test_prune_during_unpack(ximages, cache, scratch):
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=udlib.helper_env(),
                                  start_new_session=True)
-        time.sleep(1)
+        deadline = time.monotonic() + 5
+        while overlap is None and time.monotonic() < deadline:
+            if prune.poll() is not None:
+                overlap = "the prune ended"
+            elif _sleeps_on_a_lock(prune.pid):
+                overlap = "the prune sleeps on a file lock"
+            else:
+                time.sleep(0.02)
+        # Both facts read while the export is still held and the unpacking helper still runs.
+        still_held = not proxy.released.is_set() and p.poll() is None
     finally:
         proxy.release()
         r = finish(p, timeout=120)
         pr = finish(prune, timeout=120) if prune else None
         proxy.close()
     assert held, describe(r)
+    assert overlap and still_held, \
+        f"the prune did not overlap the unpack (state: {overlap}, export held: {still_held})"
     assert pr.returncode == 0, describe(pr)
+    lines = pr.stdout.splitlines()
+    removed = [PRUNE_LINE.match(l).group(1) for l in lines[:-1] if PRUNE_LINE.match(l)]
+    assert removed == [stale_id] and len(lines) == 2 and PRUNE_SUM.match(lines[-1]), \
+        f"the prune should have removed exactly the stale layer {stale_id}:\n{describe(pr)}"
     assert r.returncode == 0, describe(r)
     assert r.stdout.split()[0] == ximages.big_md5, describe(r)
     assert set(cache_layers(cache)) == set(diff_ids(ximages.info[ximages.big]))

@@ -139,11 +139,15 @@ def test_default_unshares_only_mnt(images):
 
 
 def test_unshare_list_and_repeat(images):
-    out = inside(images.layers, "for n in ipc uts net; do readlink /proc/self/ns/$n; done",
+    """--unshare ipc,uts --unshare net: all three are new (a repeat adds, never replaces),
+    with mnt always, and cgroup (not asked for) still the host's."""
+    names = ["mnt", "ipc", "uts", "net", "cgroup"]
+    out = inside(images.layers, f"for n in {' '.join(names)}; do readlink /proc/self/ns/$n; done",
                  "--unshare", "ipc,uts", "--unshare", "net")
-    got = dict(zip(["ipc", "uts", "net"], out.split()))
-    for ns in got:
-        assert got[ns] != _host_ns(ns), ns
+    got = out.split()
+    assert len(got) == len(names), out
+    new = sorted(n for n, v in zip(names, got) if v != _host_ns(n))
+    assert new == ["ipc", "mnt", "net", "uts"], out
 
 
 def test_hostname(images):

@@ -11,6 +11,7 @@ Form 2: `exec-as-root = uwsgi-docker-rootfs IMAGE` (the whole instance enters).
 import json
 import os
 import signal
+import socket
 import stat
 import time
 
@@ -282,10 +283,14 @@ def test_form1_reload_onto_retagged_image_without_failed_requests(plug, plug_ima
 
 
 def _reloads(port):
+    """UWSGI_RELOADS as the app reports it, or None while the master re-execs (the connection
+    refused, reset or timed out: expected for a moment during a full reload). Anything else (an
+    error answer, a body that is not the app's JSON) fails the test."""
     try:
-        return get_json(port, timeout=5)["environ"].get("UWSGI_RELOADS")
-    except Exception:
+        d = get_json(port, timeout=5)
+    except (ConnectionError, TimeoutError, socket.timeout):
         return None
+    return d["environ"].get("UWSGI_RELOADS")
 
 
 # ---------------------------------------------------------------- form 2: a full reload ends it
@@ -621,18 +626,47 @@ def test_uid_naming_root_is_refused(plug, plug_images, uid):
     plug.stop_and_check(u, expect_rc=None)
 
 
-def test_form1_refuses_mules(plug, plug_images):
-    """Mules skip uWSGI's privileges drop under master-as-root: they would run as root on the
-    host."""
+@pytest.mark.parametrize("kind", ["mules", "farm", "spooler"])
+def test_form1_refuses_mules_farms_and_spoolers(plug, plug_images, kind):
+    """Mules, farms (of mules) and spoolers skip uWSGI's privileges drop under master-as-root:
+    they would run as root on the host. Refused before anything starts, with one line."""
     port = free_port()
-    opts = form1_options(plug.workdir, port, plug_images.v1) + [("mules", "1")]
+    spool = plug.path("spool")
+    os.makedirs(spool, exist_ok=True)
+    extra = {"mules": [("mules", "1")],
+             "farm": [("mules", "1"), ("farm", "udfarm:1")],
+             "spooler": [("spooler", spool)]}[kind]
+    opts = form1_options(plug.workdir, port, plug_images.v1) + extra
     u = plug.start(opts, name="form1")
     rc = u.wait_exit(60)
     log = u.log()
     assert rc is not None and rc != 0, log
     lines = _failure_lines(log)
-    assert len(lines) == 1 and "mule" in lines[0], lines
+    assert len(lines) == 1 and "cannot serve mules, farms or spoolers" in lines[0], lines
+    assert "spawned uWSGI worker" not in log and "spawned the uWSGI spooler" not in log, log
     plug.stop_and_check(u, expect_rc=None)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_workers_run_with_no_new_privs(plug, plug_images, form):
+    """The root is nosuid but binds are not: every worker runs with NoNewPrivs set, so nothing
+    it executes gains privileges (a setuid binary in a bound host directory included)."""
+    port = free_port()
+    u = plug.start(OPTIONS[form](plug.workdir, port, plug_images.v1), name=form)
+    u.wait_ready(port)
+    seen = set()
+    for _ in range(8):   # several requests, to reach both workers (each answers with its pid)
+        d = get_json(port, "/?read=/proc/self/status")
+        nnp = [l.split(":", 1)[1].strip() for l in d["read"].splitlines()
+               if l.startswith("NoNewPrivs:")]
+        assert nnp == ["1"], f"worker {d['pid']}: {d['read']}"
+        seen.add(d["pid"])
+    assert len(seen) >= 1
+    with open(f"/proc/{u.pid}/status") as f:
+        master = [l.split(":", 1)[1].strip() for l in f if l.startswith("NoNewPrivs:")]
+    # form 1: the master stays on the host and re-execs uwsgi on reloads: no NoNewPrivs there
+    assert master == (["0"] if form == "form1" else ["1"]), (form, master)
+    plug.stop_and_check(u)
 
 
 def test_form1_http_gateway_stays_on_the_host(plug, plug_images):

@@ -134,13 +134,36 @@ def mount_key(m):
 # dockerd's own mounts (a container or build step of another session running on the same
 # daemon): a container's merged root, its shm, its network namespace. The helper never mounts
 # at such paths; everything else in the table is compared strictly.
-_DOCKER_MOUNT = re.compile(r"^(/var/lib/docker/overlay2/[0-9a-f]{64}/merged"
+_DOCKER_MOUNT = re.compile(r"^(/var/lib/docker/overlay2/[0-9a-f]{64}(-init)?/merged"
                            r"|/var/lib/docker/containers/[0-9a-f]{64}/.*"
-                           r"|/run/docker/netns/[0-9a-f]+)$")
+                           r"|/run/docker/netns/[0-9a-f]+"
+                           r"|/var/lib/containers/storage/overlay(/.*)?"   # podman's store
+                           r"|/run/containers/storage/.*|/run/netns/.*)$")
 
 
-def host_mount_table():
-    return sorted(mount_key(m) for m in host_mounts() if not _DOCKER_MOUNT.match(m.mountpoint))
+# Another session of this suite (another agent, a CI job) pins namespaces under its own
+# /tmp/udtest-* directory; those come and go at any time. This session's own directory is
+# compared strictly (host_snapshot's own).
+_OTHER_SESSION = re.compile(r"^/tmp/(udtest-[a-z0-9_]{8})/")
+
+
+# The directory names of this session (conftest registers its /tmp and /var/tmp directories).
+OWN_DIRS = set()
+
+
+def foreign_mount(m):
+    """A mount that neither the tests of this session nor the helpers they run can have made:
+    the daemons' own, and other sessions' pins under their own /tmp/udtest-* directories."""
+    other = _OTHER_SESSION.match(m.mountpoint)
+    return bool(_DOCKER_MOUNT.match(m.mountpoint) or (other and other.group(1) not in OWN_DIRS))
+
+
+def host_mount_table(own=None):
+    """own: this session's directory names; when given, other sessions' mounts are left out."""
+    def ours(m):
+        other = own is not None and _OTHER_SESSION.match(m.mountpoint)
+        return not _DOCKER_MOUNT.match(m.mountpoint) and (not other or other.group(1) in own)
+    return sorted(mount_key(m) for m in host_mounts() if ours(m))
 
 
 def by_mountpoint(mounts):
@@ -152,20 +175,29 @@ def by_mountpoint(mounts):
 
 # ---- host snapshots ----
 
-# Other sessions may work on this machine at the same time (compilers, tool runners, another
-# run of this suite, docker builds); what they create is not ours to judge. Only these exact
-# name patterns are ignored; the helper names nothing this way.
-_IGNORE = {
-    "/tmp": re.compile(
-        r"^(cc[A-Za-z0-9]{6}\.[a-z]+"                                   # gcc temporaries
-        r"|[A-Za-z0-9_.+]+-[0-9a-f]{6}(-[0-9a-f]{8})?\.[a-z]+(\.tmp)?"  # gcc 12 objects, ld
-        r"|bash_tool_[0-9a-f-]+|bash_jobs\..*|udunit.*"
-        r"|udtest-[a-z0-9_]{8})$"),                  # another session of this suite
-    STORAGE: re.compile(r"^[0-9a-f]{64}(-init)?$"),  # layers dockerd itself creates/removes
-    STORAGE + "/l": re.compile(r"^[A-Z0-9]{26}$"),   # their short-name links
+# What the tests and the helper could touch, and nothing else: other programs on this machine
+# (compilers, tool runners, another session of this suite, docker builds) create and remove files
+# all the time, and what they do is not ours to judge. Each watched directory has either None
+# (every entry compared) or a pattern: only matching entries are compared (plus the names the
+# session owns, see host_snapshot).
+#   /, /etc, /usr, /var     where an escaping symlink (/etc, ../../../usr, /) would land
+#   /tmp                    where the helper mounts its scratch tmpfs: the names it creates there
+#                           (init upper work root) must never appear on the host, nor a
+#                           uwsgi-docker* file; the session's own directory is compared too
+#   /var/tmp                the canary directories of this session (udlib callers pass them)
+#   Docker's overlay2 dirs  the helper reads them; dockerd's own layers come and go
+_WATCH = {
+    "/": None,
+    "/etc": None,
+    "/usr": None,
+    "/var": None,
+    "/tmp": re.compile(r"^(init|upper|work|root|uwsgi-docker.*)$"),
+    "/var/tmp": re.compile(r"^$"),  # only the session's own names
+    STORAGE: re.compile(r"^(?![0-9a-f]{64}(-init)?$).*$"),   # not dockerd's layers
+    STORAGE + "/l": re.compile(r"^(?![A-Z0-9]{26}$).*$"),    # nor their short names
 }
 
-WATCHED_DIRS = ["/", "/tmp", "/etc", STORAGE, STORAGE + "/l"]
+WATCHED_DIRS = list(_WATCH)
 
 
 def listing(d, own=()):
@@ -173,15 +205,15 @@ def listing(d, own=()):
         names = os.listdir(d)
     except FileNotFoundError:
         return None
-    ignore = _IGNORE.get(d)
-    if ignore:
-        names = [n for n in names if n in own or not ignore.match(n)]
+    keep = _WATCH.get(d)
+    if keep:
+        names = [n for n in names if n in own or keep.match(n)]
     return sorted(names)
 
 
 def host_snapshot(own=()):
-    """own: names this session owns, compared even where a pattern would ignore them."""
-    return {"mounts": host_mount_table(), "dirs": {d: listing(d, own) for d in WATCHED_DIRS}}
+    """own: names this session owns (its /tmp and /var/tmp directories), always compared."""
+    return {"mounts": host_mount_table(own), "dirs": {d: listing(d, own) for d in WATCHED_DIRS}}
 
 
 def diff_snapshots(before, after):
@@ -192,8 +224,8 @@ def diff_snapshots(before, after):
         out.append(f"mount appeared: {k}")
     for k in (b - a):
         out.append(f"mount disappeared: {k}")
-    for d in WATCHED_DIRS:
-        bl, al = set(before["dirs"][d] or []), set(after["dirs"][d] or [])
+    for d in sorted(set(before["dirs"]) | set(after["dirs"])):
+        bl, al = set(before["dirs"].get(d) or []), set(after["dirs"].get(d) or [])
         for n in sorted(al - bl):
             out.append(f"new entry in {d}: {n}")
         for n in sorted(bl - al):

@@ -669,6 +669,11 @@ static void test_reference_invalid(void **state)
 		"Busybox",
 		"../x",
 		"./x",
+		"a/../b", /* ".." and "." as a later component: the daemon's path router sees them */
+		"a/..",
+		"library/../../../etc",
+		"a/./b",
+		"a/.",
 		"/abs",
 		"a//b",
 		"a/",
