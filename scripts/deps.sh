@@ -11,7 +11,7 @@ export NEEDRESTART_SUSPEND=1  # no needrestart prompts or noise
 
 PACKAGES=(
 	# build (curl: the daemon check below)
-	curl build-essential pkg-config libcurl4-openssl-dev libjson-c-dev libmount-dev
+	curl build-essential pkg-config strace libcurl4-openssl-dev libjson-c-dev libmount-dev
 	# tests, docs, formatting (libclang-rt-14-dev: clang's libFuzzer and sanitizer runtimes, which
 	# clang only recommends; gcc's ASan/UBSan come with build-essential)
 	libcmocka-dev python3-pytest mandoc clang libclang-rt-14-dev clang-format

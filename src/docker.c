@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <curl/curl.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,9 +95,20 @@ void ud_docker_close(struct ud_docker *d)
 }
 
 /* The options every request shares: the daemon's socket, plain HTTP only, no signals. */
+/* libcurl makes its sockets without SOCK_CLOEXEC; the helper execs COMMAND and must never
+ * leak the daemon's socket into it, not even for the moment before close_range. */
+static curl_socket_t open_cloexec_socket(void *userp, curlsocktype purpose,
+					 struct curl_sockaddr *addr)
+{
+	(void)userp;
+	(void)purpose;
+	return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+}
+
 static void setup_curl(CURL *c, const struct ud_docker *d, const char *path,
 		       curl_write_callback on_data, void *userp)
 {
+	curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
 	char url[2048];
 	snprintf(url, sizeof(url), "http://docker%s", path);
 	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, d->socket_path);

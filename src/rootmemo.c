@@ -65,9 +65,8 @@ void ud_rootmemo_remember(const char *dir, const char *file, const char *key, co
 		}
 	if (in)
 		fclose(in);
-	if (fclose(out) == 0)
-		rename(tmp, file);
-	else
+	/* Best effort, but never a stray docker-roots.<pid> left behind. */
+	if (fclose(out) != 0 || rename(tmp, file) != 0)
 		unlink(tmp);
 }
 
