@@ -81,7 +81,7 @@ static int add_kv(unsigned char **buf, size_t *len, size_t *cap, const char *key
 		size_t ncap = (*len + need) * 2;
 		unsigned char *nb = realloc(*buf, ncap);
 		if (!nb)
-			return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+			return ud_oom(e);
 		*buf = nb;
 		*cap = ncap;
 	}
@@ -102,7 +102,7 @@ int ud_handoff_encode(const struct ud_handoff *h, unsigned char **out, size_t *o
 	size_t hdr = HEADER_FIXED + 4 * (size_t)h->n_fds, cap = hdr + 256, len = hdr;
 	ud_autofree unsigned char *buf = calloc(1, cap);
 	if (!buf)
-		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+		return ud_oom(e);
 	char layers[16];
 	snprintf(layers, sizeof(layers), "%u", h->layers);
 	if (add_kv(&buf, &len, &cap, "image", h->image ? h->image : "", e) < 0 ||
@@ -140,8 +140,29 @@ static char **env_push(char ***env, size_t *n, const char *s)
 	return nv;
 }
 
-int ud_handoff_decode(const unsigned char *buf, size_t len, int n_fds_received,
-		      struct ud_handoff *h, ud_error *e)
+/* One of each known type at most, a mount namespace among them. */
+static int decode_types(const unsigned char *p, unsigned n, struct ud_handoff *h, ud_error *e)
+{
+	int seen = 0;
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t t = get32(p + 4 * i);
+		if (t == 0 || (t & (t - 1)) || !(t & VALID_TYPES))
+			return ud_fail(e, UD_EXIT_HANDOFF, 0,
+				       "hand-off message names an unknown namespace type 0x%x", t);
+		if (seen & (int)t)
+			return ud_fail(e, UD_EXIT_HANDOFF, 0,
+				       "hand-off message names a namespace type twice");
+		seen |= (int)t;
+		h->types[i] = (int)t;
+	}
+	if (!(seen & CLONE_NEWNS))
+		return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off message has no mount namespace");
+	return 0;
+}
+
+/* The fixed header and the namespace types; returns the header's length, or -1. */
+static long decode_header(const unsigned char *buf, size_t len, int n_fds_received,
+			  struct ud_handoff *h, uint32_t *payload_len, ud_error *e)
 {
 	if (len < HEADER_FIXED)
 		return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off message truncated (%zu bytes)", len);
@@ -169,22 +190,19 @@ int ud_handoff_decode(const unsigned char *buf, size_t len, int n_fds_received,
 		return ud_fail(e, UD_EXIT_HANDOFF, 0,
 			       "hand-off message declares %u namespaces but carries %d fds", n,
 			       n_fds_received);
-	int seen = 0;
-	for (int i = 0; i < n; i++) {
-		uint32_t t = get32(buf + HEADER_FIXED + 4 * i);
-		if (t == 0 || (t & (t - 1)) || !(t & VALID_TYPES))
-			return ud_fail(e, UD_EXIT_HANDOFF, 0,
-				       "hand-off message names an unknown namespace type 0x%x", t);
-		if (seen & (int)t)
-			return ud_fail(e, UD_EXIT_HANDOFF, 0,
-				       "hand-off message names a namespace type twice");
-		seen |= (int)t;
-		h->types[i] = (int)t;
-	}
-	if (!(seen & CLONE_NEWNS))
-		return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off message has no mount namespace");
+	if (decode_types(buf + HEADER_FIXED, n, h, e) < 0)
+		return -1;
 	h->n_fds = n;
+	*payload_len = plen;
+	return (long)hdr;
+}
 
+
+/* NUL-terminated key=value entries; unknown keys are ignored (a newer helper may say more
+ * within version 1). */
+static int decode_payload(const unsigned char *buf, size_t hdr, uint32_t plen,
+			  struct ud_handoff *h, ud_error *e)
+{
 	const char *p = (const char *)buf + hdr, *end = p + plen;
 	if (plen && end[-1] != '\0')
 		return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off payload is not NUL-terminated");
@@ -207,7 +225,7 @@ int ud_handoff_decode(const unsigned char *buf, size_t len, int n_fds_received,
 				return ud_fail(e, UD_EXIT_HANDOFF, 0,
 					       "hand-off payload repeats '%.*s'", (int)kl, p);
 			if (!(*slot = strdup(v)))
-				return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+				return ud_oom(e);
 		} else if (kl == 6 && !strncmp(p, "layers", 6)) {
 			char *num_end;
 			errno = 0;
@@ -220,7 +238,7 @@ int ud_handoff_decode(const unsigned char *buf, size_t len, int n_fds_received,
 				return ud_fail(e, UD_EXIT_HANDOFF, 0,
 					       "hand-off payload: env entry is not KEY=VALUE");
 			if (!env_push(&h->env, &h->n_env, v))
-				return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+				return ud_oom(e);
 		}
 		/* Unknown keys are ignored: a newer helper may say more within version 1. */
 		p += sl + 1;
@@ -228,8 +246,16 @@ int ud_handoff_decode(const unsigned char *buf, size_t len, int n_fds_received,
 	if (!h->image || !h->id)
 		return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off payload lacks image or id");
 	if (!h->workdir && !(h->workdir = strdup("")))
-		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+		return ud_oom(e);
 	return 0;
+}
+
+int ud_handoff_decode(const unsigned char *buf, size_t len, int n_fds_received,
+		      struct ud_handoff *h, ud_error *e)
+{
+	uint32_t plen = 0;
+	long hdr = decode_header(buf, len, n_fds_received, h, &plen, e);
+	return hdr < 0 ? -1 : decode_payload(buf, (size_t)hdr, plen, h, e);
 }
 
 int ud_handoff_send(int sock, const struct ud_handoff *h, ud_error *e)
@@ -323,131 +349,146 @@ static int check_peer(int sock, ud_error *e)
 	return 0;
 }
 
+/* What has arrived so far of one message. */
+struct rx {
+	unsigned char *buf;
+	size_t cap, len, want;
+	int fds[UD_HANDOFF_MAX_FDS];
+	int n_fds, surplus;
+	bool bad, truncated;
+	int type; /* SO_TYPE */
+};
+
+/* 1 when readable, 0 to look again (EINTR), -1 on the deadline or an error. One deadline
+ * covers the whole message, however it is split. */
+static int wait_readable(int sock, const struct timespec *t0, int timeout_ms, ud_error *e)
+{
+	if (timeout_ms <= 0)
+		return 1;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long left = timeout_ms - ((now.tv_sec - t0->tv_sec) * 1000 +
+				  (now.tv_nsec - t0->tv_nsec) / 1000000);
+	struct pollfd pfd = {.fd = sock, .events = POLLIN};
+	int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
+	if (pr == 0)
+		return ud_fail(e, UD_EXIT_HANDOFF, ETIMEDOUT, "no hand-off message within %d ms",
+			       timeout_ms);
+	if (pr < 0 && errno != EINTR)
+		return ud_fail(e, UD_EXIT_HANDOFF, errno, "hand-off socket: poll");
+	return pr > 0;
+}
+
+/* One recvmsg: bytes and fds (received CLOEXEC). 1 after data, 0 to retry, -1 on failure. */
+static int recv_chunk(int sock, struct rx *rx, ud_error *e)
+{
+	union {
+		char b[CMSG_SPACE(sizeof(int) * UD_HANDOFF_MAX_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = {.iov_base = rx->buf + rx->len, .iov_len = rx->cap + 1 - rx->len};
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof(ctl.b)};
+	ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	if (got < 0)
+		return errno == EINTR || errno == EAGAIN
+			       ? 0
+			       : ud_fail(e, UD_EXIT_HANDOFF, errno,
+					 "cannot receive the hand-off message");
+	rx->n_fds += collect_fds(&msg, rx->fds + rx->n_fds, UD_HANDOFF_MAX_FDS - rx->n_fds,
+				 &rx->surplus, &rx->bad);
+	if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))
+		rx->truncated = true;
+	if (got == 0)
+		return ud_fail(e, UD_EXIT_HANDOFF, 0,
+			       rx->len ? "hand-off message truncated (peer closed after %zu bytes)"
+				       : "the helper closed the hand-off socket without a message "
+					 "(%zu bytes)",
+			       rx->len);
+	rx->len += (size_t)got;
+	if (rx->len > rx->cap)
+		return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off message too large");
+	if (rx->len >= HEADER_FIXED && rx->want == HEADER_FIXED) {
+		uint16_t n = get16(rx->buf + 6);
+		uint32_t plen = get32(rx->buf + 8);
+		if (n <= UD_HANDOFF_MAX_FDS && plen <= UD_HANDOFF_MAX_PAYLOAD)
+			rx->want = HEADER_FIXED + 4 * (size_t)n + plen;
+	}
+	return 1;
+}
+
+static int receive(int sock, struct rx *rx, int timeout_ms, ud_error *e)
+{
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (rx->len < rx->want) {
+		int r = wait_readable(sock, &t0, timeout_ms, e);
+		if (r > 0)
+			r = recv_chunk(sock, rx, e);
+		if (r < 0)
+			return -1;
+		/* A datagram-like socket delivers the message whole or not at all. */
+		if (r > 0 && rx->type != SOCK_STREAM)
+			break;
+	}
+	if (rx->truncated || rx->bad)
+		return ud_fail(e, UD_EXIT_HANDOFF, 0,
+			       rx->truncated ? "hand-off message or its fds were truncated (MSG_CTRUNC)"
+					     : "hand-off message carries unexpected control data");
+	if (rx->surplus)
+		return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off message carries too many fds (%d)",
+			       rx->n_fds + rx->surplus);
+	return 0;
+}
+
+/* Each fd is a namespace of the type its header declares. Only on nsfs is NS_GET_NSTYPE asked:
+ * an ioctl number means something else to another file. */
+static int check_types(const int *fds, const struct ud_handoff *h, ud_error *e)
+{
+	for (int i = 0; i < h->n_fds; i++) {
+		struct statfs sf;
+		int nstype = fstatfs(fds[i], &sf) == 0 && sf.f_type == NSFS_MAGIC
+				     ? ioctl(fds[i], NS_GET_NSTYPE)
+				     : -1;
+		if (nstype < 0)
+			return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off fd %d is not a namespace", i);
+		if (nstype != h->types[i])
+			return ud_fail(e, UD_EXIT_HANDOFF, 0,
+				       "hand-off fd %d is namespace type 0x%x, its header declares "
+				       "0x%x",
+				       i, nstype, h->types[i]);
+	}
+	return 0;
+}
+
 int ud_handoff_recv(int sock, struct ud_handoff *h, int timeout_ms, ud_error *e)
 {
 	ud_handoff_init(h);
 	if (check_peer(sock, e) < 0)
 		return -1;
-	int type = 0;
-	socklen_t tl = sizeof(type);
-	if (getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &tl) < 0)
+	struct rx rx = {.cap = HEADER_FIXED + 4 * UD_HANDOFF_MAX_FDS + UD_HANDOFF_MAX_PAYLOAD,
+			.want = HEADER_FIXED};
+	socklen_t tl = sizeof(rx.type);
+	if (getsockopt(sock, SOL_SOCKET, SO_TYPE, &rx.type, &tl) < 0)
 		return ud_fail(e, UD_EXIT_HANDOFF, errno, "hand-off socket");
-
-	size_t cap = HEADER_FIXED + 4 * UD_HANDOFF_MAX_FDS + UD_HANDOFF_MAX_PAYLOAD;
-	ud_autofree unsigned char *buf = malloc(cap + 1);
+	ud_autofree unsigned char *buf = rx.buf = malloc(rx.cap + 1);
 	if (!buf)
-		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
-	int fds[UD_HANDOFF_MAX_FDS];
-	int n_fds = 0, surplus = 0;
-	bool bad = false, truncated = false;
-	size_t len = 0, want = HEADER_FIXED;
-	int r = 0;
-
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (len < want) {
-		if (timeout_ms > 0) {
-			/* One deadline for the whole message, however it is split. */
-			struct timespec now;
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			long left = timeout_ms - ((now.tv_sec - t0.tv_sec) * 1000 +
-						  (now.tv_nsec - t0.tv_nsec) / 1000000);
-			struct pollfd pfd = {.fd = sock, .events = POLLIN};
-			int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
-			if (pr == 0) {
-				r = ud_fail(e, UD_EXIT_HANDOFF, ETIMEDOUT,
-					    "no hand-off message within %d ms", timeout_ms);
-				goto out;
-			}
-			if (pr < 0) {
-				if (errno == EINTR)
-					continue; /* the deadline is checked again */
-				r = ud_fail(e, UD_EXIT_HANDOFF, errno, "hand-off socket: poll");
-				goto out;
-			}
-		}
-		union {
-			char b[CMSG_SPACE(sizeof(int) * UD_HANDOFF_MAX_FDS)];
-			struct cmsghdr align;
-		} ctl;
-		struct iovec iov = {.iov_base = buf + len, .iov_len = cap + 1 - len};
-		struct msghdr msg = {.msg_iov = &iov,
-				     .msg_iovlen = 1,
-				     .msg_control = ctl.b,
-				     .msg_controllen = sizeof(ctl.b)};
-		ssize_t got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-		if (got < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			r = ud_fail(e, UD_EXIT_HANDOFF, errno, "cannot receive the hand-off message");
-			goto out;
-		}
-		n_fds += collect_fds(&msg, fds + n_fds, UD_HANDOFF_MAX_FDS - n_fds, &surplus, &bad);
-		if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))
-			truncated = true;
-		if (got == 0) {
-			r = ud_fail(e, UD_EXIT_HANDOFF, 0,
-				    len ? "hand-off message truncated (peer closed after %zu bytes)"
-					: "the helper closed the hand-off socket without a message "
-					  "(%zu bytes)",
-				    len);
-			goto out;
-		}
-		len += (size_t)got;
-		if (len > cap) {
-			r = ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off message too large");
-			goto out;
-		}
-		if (len >= HEADER_FIXED && want == HEADER_FIXED) {
-			uint16_t n = get16(buf + 6);
-			uint32_t plen = get32(buf + 8);
-			if (n <= UD_HANDOFF_MAX_FDS && plen <= UD_HANDOFF_MAX_PAYLOAD)
-				want = HEADER_FIXED + 4 * (size_t)n + plen;
-		}
-		/* A datagram-like socket delivers the message whole or not at all. */
-		if (type != SOCK_STREAM)
-			break;
+		return ud_oom(e);
+	int r = receive(sock, &rx, timeout_ms, e);
+	if (r == 0)
+		r = ud_handoff_decode(buf, rx.len, rx.n_fds, h, e);
+	if (r == 0)
+		r = check_types(rx.fds, h, e);
+	if (r == 0) {
+		memcpy(h->fds, rx.fds, sizeof(int) * (size_t)rx.n_fds);
+		return 0;
 	}
-	if (truncated || bad) {
-		r = ud_fail(e, UD_EXIT_HANDOFF, 0,
-			    truncated ? "hand-off message or its fds were truncated (MSG_CTRUNC)"
-				      : "hand-off message carries unexpected control data");
-		goto out;
-	}
-	if (surplus) {
-		r = ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off message carries too many fds (%d)",
-			    n_fds + surplus);
-		goto out;
-	}
-	if ((r = ud_handoff_decode(buf, len, n_fds, h, e)) < 0)
-		goto out;
-	for (int i = 0; i < n_fds; i++) {
-		/* Only then ask nsfs: an ioctl number means something else to another file. */
-		struct statfs sf;
-		int nstype = fstatfs(fds[i], &sf) == 0 && sf.f_type == NSFS_MAGIC
-				     ? ioctl(fds[i], NS_GET_NSTYPE)
-				     : -1;
-		if (nstype != h->types[i]) {
-			r = nstype < 0 ? ud_fail(e, UD_EXIT_HANDOFF, 0,
-						 "hand-off fd %d is not a namespace", i)
-				       : ud_fail(e, UD_EXIT_HANDOFF, 0,
-						 "hand-off fd %d is namespace type 0x%x, its header "
-						 "declares 0x%x",
-						 i, nstype, h->types[i]);
-			goto out;
-		}
-	}
-	memcpy(h->fds, fds, sizeof(int) * (size_t)n_fds);
-	n_fds = 0;
-out:
-	close_fds(fds, n_fds);
-	if (r < 0) {
-		int saved_status = e ? e->status : 0;
-		ud_handoff_free(h);
-		if (e)
-			e->status = saved_status;
-	}
-	return r;
+	close_fds(rx.fds, rx.n_fds);
+	int saved_status = e ? e->status : 0;
+	ud_handoff_free(h);
+	if (e)
+		e->status = saved_status;
+	return -1;
 }
 
 int ud_handoff_check_foreign(const struct ud_handoff *h, ud_error *e)
