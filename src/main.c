@@ -22,6 +22,7 @@
 #include "error.h"
 #include "export.h"
 #include "handoff.h"
+#include "lowers.h"
 #include "plan.h"
 #include "rootfs.h"
 #include "util.h"
@@ -761,7 +762,7 @@ int main(int argc, char **argv)
 	}
 	if (resolve_layers(&c, &d, &img, &cache_lock, &e) < 0)
 		goto fail;
-	if (ud_plan_build(&c.o, &img, &plan, &e) < 0)
+	if (ud_lowers_plan(&c.o, &img, &plan, &e) < 0)
 		goto fail;
 
 	if (c.print) {

@@ -59,7 +59,7 @@ static void build_ok(const struct ud_options *o, const struct ud_image *img, str
 	ud_error e;
 	memset(&e, 0, sizeof(e));
 	memset(p, 0, sizeof(*p));
-	if (ud_plan_build(o, img, p, &e) != 0)
+	if (ud_plan_build(o, img, NULL, p, &e) != 0)
 		fail_msg("ud_plan_build failed: status %d: %s", e.status, e.msg);
 }
 
@@ -239,10 +239,13 @@ static void test_plan_binds_in_order(void **state)
 	(void)state;
 	struct ud_image img = test_image();
 	struct ud_op binds[] = {
-		{UD_OP_BIND, "/host/a", "/in/a", false},
-		{UD_OP_TMPFS, NULL, "/tmp", false},
-		{UD_OP_BIND, "/host/b", "/in/b", true},
-		{UD_OP_BIND, "/etc/resolv.conf", "/etc/resolv.conf", true},
+		{.type = UD_OP_BIND, .src = "/host/a", .dst = "/in/a", .readonly = false},
+		{.type = UD_OP_TMPFS, .src = NULL, .dst = "/tmp", .readonly = false},
+		{.type = UD_OP_BIND, .src = "/host/b", .dst = "/in/b", .readonly = true},
+		{.type = UD_OP_BIND,
+		 .src = "/etc/resolv.conf",
+		 .dst = "/etc/resolv.conf",
+		 .readonly = true},
 	};
 	struct ud_options o = default_options();
 	o.binds = binds;
@@ -302,8 +305,11 @@ static void expect_dst_refused(const char *dst, enum ud_op_type type)
 {
 	struct ud_image img = test_image();
 	struct ud_op binds[] = {
-		{UD_OP_BIND, "/host/ok", "/ok", false},
-		{type, type == UD_OP_BIND ? "/host/x" : NULL, (char *)dst, false},
+		{.type = UD_OP_BIND, .src = "/host/ok", .dst = "/ok", .readonly = false},
+		{.type = type,
+		 .src = type == UD_OP_BIND ? "/host/x" : NULL,
+		 .dst = (char *)dst,
+		 .readonly = false},
 	};
 	struct ud_options o = default_options();
 	o.binds = binds;
@@ -312,7 +318,7 @@ static void expect_dst_refused(const char *dst, enum ud_op_type type)
 	memset(&p, 0, sizeof(p));
 	ud_error e;
 	memset(&e, 0, sizeof(e));
-	int r = ud_plan_build(&o, &img, &p, &e);
+	int r = ud_plan_build(&o, &img, NULL, &p, &e);
 	if (r != -1) {
 		ud_plan_free(&p);
 		fail_msg("%s DST \"%s\" accepted", ud_op_name(type), dst);
@@ -344,14 +350,15 @@ static void test_plan_dst_accepted(void **state)
 	static const char *good[] = {"/a", "/a/b/c", "/a..b", "/.hidden", "/a/...", "/..a", "/tmp"};
 	struct ud_image img = test_image();
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		struct ud_op binds[] = {{UD_OP_BIND, "/host", (char *)good[i], false}};
+		struct ud_op binds[] = {
+			{.type = UD_OP_BIND, .src = "/host", .dst = (char *)good[i], .readonly = false}};
 		struct ud_options o = default_options();
 		o.binds = binds;
 		o.n_binds = 1;
 		struct ud_plan p;
 		memset(&p, 0, sizeof(p));
 		ud_error e;
-		if (ud_plan_build(&o, &img, &p, &e) != 0)
+		if (ud_plan_build(&o, &img, NULL, &p, &e) != 0)
 			fail_msg("DST \"%s\" refused: %s", good[i], e.msg);
 		assert_string_equal(p.ops[p.n_ops - 1].dst, good[i]);
 		ud_plan_free(&p);
@@ -409,9 +416,9 @@ static void test_plan_json_full(void **state)
 	(void)state;
 	struct ud_image img = test_image();
 	struct ud_op binds[] = {
-		{UD_OP_BIND, "/host/a", "/in/a", false},
-		{UD_OP_BIND, "/host/\"quoted\"\\x", "/in/b", true},
-		{UD_OP_TMPFS, NULL, "/scratch", false},
+		{.type = UD_OP_BIND, .src = "/host/a", .dst = "/in/a", .readonly = false},
+		{.type = UD_OP_BIND, .src = "/host/\"quoted\"\\x", .dst = "/in/b", .readonly = true},
+		{.type = UD_OP_TMPFS, .src = NULL, .dst = "/scratch", .readonly = false},
 	};
 	struct ud_options o = default_options();
 	o.binds = binds;
@@ -577,7 +584,7 @@ static void test_plan_confine(void **state)
 {
 	(void)state;
 	struct ud_image img = test_image();
-	struct ud_op binds[] = {{UD_OP_BIND, "/host/a", "/in/a", false}};
+	struct ud_op binds[] = {{.type = UD_OP_BIND, .src = "/host/a", .dst = "/in/a", .readonly = false}};
 	struct ud_options o = default_options();
 	o.no_confine = false;
 	o.binds = binds;
@@ -643,7 +650,7 @@ static void test_plan_rw_path_root_refused(void **state)
 		ud_error e;
 		memset(&p, 0, sizeof(p));
 		memset(&e, 0, sizeof(e));
-		assert_int_equal(ud_plan_build(&o, &img, &p, &e), -1);
+		assert_int_equal(ud_plan_build(&o, &img, NULL, &p, &e), -1);
 		assert_int_equal(e.status, UD_EXIT_USAGE);
 		ud_plan_free(&p);
 	}
