@@ -11,7 +11,11 @@
  * the overlay's private clones of its layers and vanishes with the namespace.
  *
  * Image paths are hostile: every path inside the new root is resolved with openat2(RESOLVE_IN_ROOT)
- * relative to the root's fd, and mounts go onto the resulting fd, never onto a path string. */
+ * relative to the root's fd, and mounts go onto the resulting fd, never onto a path string.
+ *
+ * ud_rootfs_enter() runs six phases, each a function of its own: enter the namespaces, open the
+ * host sources, mount the scratch tmpfs, mount the root (overlay.c), apply the other ops
+ * (specialfs.c for /proc /dev /sys), switch root. */
 #include "rootfs.h"
 
 #include <errno.h>

@@ -1,5 +1,6 @@
 /* Unit tests for lowers.c: Docker's per-layer short names, read from a storage tree built in a
- * temporary directory. Strict with --mount-api legacy, tolerant with auto, not read otherwise. */
+ * temporary directory (under /var/tmp: the integration tests watch /tmp). Strict with
+ * --mount-api legacy, tolerant with auto, not read otherwise. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -41,7 +42,7 @@ static void put(const char *id, const char *link)
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(root, sizeof(root), "/tmp/ud-test-lowers-XXXXXX");
+	snprintf(root, sizeof(root), "/var/tmp/ud-test-lowers-XXXXXX");
 	if (!mkdtemp(root))
 		return -1;
 	put("aaaa", "ABCDEFGHIJKLMNOPQRSTUVWXYZ\n");
