@@ -404,9 +404,9 @@ static int mount_root(const struct ud_plan *p, const struct ud_overlay_layers *l
 	return rootfd;
 }
 
-/* Phase 6 (after the ops). pivot_root(".", "."), as crun's do_pivot does: the old root ends up
- * mounted on top of the new one, where "." now resolves; make it private (already so, but a
- * detach must never propagate) and detach it. */
+/* Phase 6 (after the ops). pivot_root(".", "."), the man page's idiom and crun's do_pivot: the
+ * old root ends up mounted on top of the new one, where "." now resolves; make it private
+ * (already so, but a detach must never propagate) and detach it. */
 static int switch_root(int rootfd, ud_error *e)
 {
 	if (fchdir(rootfd) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
