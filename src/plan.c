@@ -1,7 +1,9 @@
 /* The mount plan: pure data built from the options and the resolved image. The order of the
  * operations is the order rootfs.c performs them: the overlay root first (everything else is
  * mounted inside it), then /proc, /dev, /sys, then the user's binds and tmpfs in command-line
- * order, so that a later bind may land inside an earlier tmpfs. */
+ * order, so that a later bind may land inside an earlier tmpfs. The overlay op names its lower
+ * layers with their short names (read beforehand by lowers.c, where they are I/O), so the
+ * executor only executes and --print shows the whole stack. */
 #include "plan.h"
 
 #include <errno.h>
