@@ -1,6 +1,7 @@
-/* Unit tests for lowers.c: Docker's per-layer short names, read from a storage tree built in a
- * temporary directory (under /var/tmp: the integration tests watch /tmp). Strict with
- * --mount-api legacy, tolerant with auto, not read otherwise. */
+/* Unit tests for the overlay's lower layers: lowers.c reading Docker's per-layer short names
+ * from a storage tree built in a temporary directory (under /var/tmp: the integration tests
+ * watch /tmp), strict with --mount-api legacy, tolerant with auto, not read otherwise; and
+ * mount(2)'s options built from them (ud_plan_mount_data), within its one page. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -155,6 +156,105 @@ static void test_plan_gets_links(void **state)
 	ud_plan_free(&p);
 }
 
+/* ---- mount(2)'s options from the overlay op (plan.c, pure) ------------------------------------ */
+
+/* n lowers whose mount(2) options, read-only, come to exactly `total` bytes. */
+static struct ud_op overlay_of_size(size_t total, struct ud_lower *lw, size_t max)
+{
+	char *probe = NULL;
+	ud_error e;
+	struct ud_op ov = {.type = UD_OP_OVERLAY, .lowers = lw};
+	assert_int_equal(ud_plan_mount_data(&ov, "/tmp/init", NULL, NULL, &probe, &e), 0);
+	size_t left = total - strlen(probe); /* each lower adds ":l/<name>" */
+	free(probe);
+	for (; left > 0; ov.n_lowers++) {
+		assert_true(ov.n_lowers < max);
+		size_t name = left >= 29 + 4 ? 26 : left - 3; /* Docker's 26, the rest in the last */
+		char *l = malloc(name + 3);
+		assert_non_null(l);
+		memcpy(l, "l/", 2);
+		memset(l + 2, 'A' + (int)(ov.n_lowers % 26), name);
+		l[name + 2] = '\0';
+		lw[ov.n_lowers] = (struct ud_lower){.path = "/x/diff", .link = l};
+		left -= name + 3;
+	}
+	return ov;
+}
+
+static void free_links(struct ud_op *ov)
+{
+	for (size_t i = 0; i < ov->n_lowers; i++)
+		free(ov->lowers[i].link);
+}
+
+static void test_mount_data(void **state)
+{
+	(void)state;
+	struct ud_lower two[] = {{.path = "/s/a/diff", .link = "l/AAAA"},
+				 {.path = "/s/b/diff", .link = "l/BBBB"}};
+	struct ud_op ov = {.type = UD_OP_OVERLAY, .src = "/s", .lowers = two, .n_lowers = 2};
+	char *d = NULL;
+	ud_error e;
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(ud_plan_mount_data(&ov, "/tmp/init", "/tmp/upper", "/tmp/work", &d, &e), 0);
+	assert_string_equal(d, "lowerdir=/tmp/init:l/AAAA:l/BBBB,upperdir=/tmp/upper,"
+			       "workdir=/tmp/work,redirect_dir=nofollow,metacopy=off");
+	free(d);
+	assert_int_equal(ud_plan_mount_data(&ov, "/tmp/init", NULL, NULL, &d, &e), 0);
+	assert_string_equal(d, "lowerdir=/tmp/init:l/AAAA:l/BBBB,redirect_dir=nofollow,metacopy=off");
+	free(d);
+
+	/* A lower without a short name cannot go by mount(2): the storage's fault (67). */
+	two[1].link = NULL;
+	d = NULL;
+	assert_int_equal(ud_plan_mount_data(&ov, "/tmp/init", NULL, NULL, &d, &e), -1);
+	assert_int_equal(e.status, UD_EXIT_STORAGE);
+	assert_non_null(strstr(e.msg, "/s/b/diff"));
+	assert_null(d);
+}
+
+/* mount(2) copies one page: 4095 bytes of options go, 4096 are refused with E2BIG (68) and a
+ * message that names the way out. 120 Docker layers fit. */
+static void test_mount_data_limit(void **state)
+{
+	(void)state;
+	static struct ud_lower lw[200];
+	char *d = NULL;
+	ud_error e;
+	memset(&e, 0, sizeof(e));
+
+	struct ud_op ov = overlay_of_size(UD_MOUNT_DATA_MAX, lw, 200);
+	assert_int_equal(ud_plan_mount_data(&ov, "/tmp/init", NULL, NULL, &d, &e), 0);
+	assert_int_equal(strlen(d), UD_MOUNT_DATA_MAX);
+	free(d);
+	free_links(&ov);
+
+	ov = overlay_of_size(UD_MOUNT_DATA_MAX + 1, lw, 200);
+	d = NULL;
+	assert_int_equal(ud_plan_mount_data(&ov, "/tmp/init", NULL, NULL, &d, &e), -1);
+	assert_null(d);
+	assert_int_equal(e.status, UD_EXIT_MOUNT);
+	assert_int_equal(e.errnum, E2BIG);
+	assert_non_null(strstr(e.msg, "4096 bytes"));
+	assert_non_null(strstr(e.msg, "lowerdir+"));
+	free_links(&ov);
+
+	/* 120 of Docker's 26-character names fit, even beside the longest --rw-path upper and
+	 * work; 140 do not. */
+	ov = (struct ud_op){.type = UD_OP_OVERLAY, .lowers = lw, .n_lowers = 120};
+	for (size_t i = 0; i < 120; i++)
+		lw[i] = (struct ud_lower){.path = "/x/diff", .link = "l/ABCDEFGHIJKLMNOPQRSTUVWXYZ"};
+	assert_int_equal(ud_plan_mount_data(&ov, "/tmp/init", "/proc/self/fd/2147483647/upper",
+					    "/proc/self/fd/2147483647/work", &d, &e),
+			 0);
+	free(d);
+	ov.n_lowers = 140;
+	for (size_t i = 120; i < 140; i++)
+		lw[i] = lw[0];
+	assert_int_equal(ud_plan_mount_data(&ov, "/tmp/init", NULL, NULL, &d, &e), -1);
+	assert_int_equal(e.errnum, E2BIG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -162,6 +262,8 @@ int main(void)
 		cmocka_unit_test(test_legacy_is_strict),
 		cmocka_unit_test(test_not_read),
 		cmocka_unit_test(test_plan_gets_links),
+		cmocka_unit_test(test_mount_data),
+		cmocka_unit_test(test_mount_data_limit),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
