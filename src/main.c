@@ -12,6 +12,7 @@
 #include "docker.h"
 #include "error.h"
 #include "export.h"
+#include "lowers.h"
 #include "pin.h"
 #include "plan.h"
 #include "rootfs.h"
@@ -168,7 +169,7 @@ static int run(struct run *r)
 		return -1;
 	if (c->prune)
 		return ud_cache_prune(&r->d, c->cache_dir, stdout, &r->e);
-	if (resolve_layers(r) < 0 || ud_plan_build(&c->o, &r->img, &r->plan, &r->e) < 0)
+	if (resolve_layers(r) < 0 || ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
 		return -1;
 	if (c->print)
 		return print_plan(r);

@@ -1,7 +1,9 @@
 /* The mount plan: pure data built from the options and the resolved image. The order of the
  * operations is the order rootfs.c performs them: the overlay root first (everything else is
  * mounted inside it), then /proc, /dev, /sys, then the user's binds and tmpfs in command-line
- * order, so that a later bind may land inside an earlier tmpfs. */
+ * order, so that a later bind may land inside an earlier tmpfs. The overlay op names its lower
+ * layers with their short names (read beforehand by lowers.c, where they are I/O), so the
+ * executor only executes and --print shows the whole stack. */
 #include "plan.h"
 
 #include <errno.h>
@@ -65,7 +67,7 @@ int ud_parse_bind(const char *arg, bool readonly, struct ud_op *op, ud_error *e)
 	if (!op->src || !op->dst) {
 		free(op->src);
 		free(op->dst);
-		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+		return ud_oom(e);
 	}
 	if (op->src[0] != '/' || !dst_valid(op->dst) || strchr(op->dst, ':')) {
 		ud_fail(e, UD_EXIT_USAGE, 0,
@@ -82,19 +84,53 @@ int ud_parse_bind(const char *arg, bool readonly, struct ud_op *op, ud_error *e)
 static int push_op(struct ud_plan *p, enum ud_op_type type, const char *src, const char *dst,
 		   bool readonly, ud_error *e)
 {
-	struct ud_op *n = realloc(p->ops, (p->n_ops + 1) * sizeof(*n));
-	if (!n)
-		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
-	p->ops = n;
-	struct ud_op *op = &n[p->n_ops];
-	memset(op, 0, sizeof(*op));
-	op->type = type;
-	op->readonly = readonly;
-	op->src = src ? strdup(src) : NULL;
-	op->dst = strdup(dst);
-	p->n_ops++;
-	if ((src && !op->src) || !op->dst)
-		return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+	struct ud_op op = {.type = type, .readonly = readonly};
+	op.src = src ? strdup(src) : NULL;
+	op.dst = strdup(dst);
+	if ((src && !op.src) || !op.dst || ud_push(&p->ops, &p->n_ops, sizeof(op), &op) < 0) {
+		free(op.src);
+		free(op.dst);
+		return ud_oom(e);
+	}
+	return 0;
+}
+
+/* *link = "l/<name>" for a plain short name, NULL otherwise (the name goes into mount(2)'s
+ * options); -1 only when out of memory. */
+static int lower_link(const char *name, size_t len, char **link)
+{
+	static const char plain[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef0123456789";
+	*link = NULL;
+	if (!name || !len || strspn(name, plain) < len)
+		return 0;
+	if (!(*link = malloc(len + 3)))
+		return -1;
+	snprintf(*link, len + 3, "l/%.*s", (int)len, name);
+	return 0;
+}
+
+/* The overlay op: the storage root and each layer with its short name. The layer cache names
+ * <cache>/sha256/<hex> as <cache>/l/<first 20 hex>; Docker's names were read from its storage. */
+static int push_overlay(const struct ud_options *o, const struct ud_image *img,
+			char *const *links, struct ud_plan *p, ud_error *e)
+{
+	if (push_op(p, UD_OP_OVERLAY, img->storage_root, "/", o->rw == UD_RW_NONE, e) < 0)
+		return -1;
+	struct ud_op *ov = &p->ops[p->n_ops - 1];
+	if (img->n_layers && !(ov->lowers = calloc(img->n_layers, sizeof(*ov->lowers))))
+		return ud_oom(e);
+	for (size_t i = 0; i < img->n_layers; i++) {
+		struct ud_lower *l = &ov->lowers[i];
+		const char *name = links ? links[i] : NULL;
+		size_t len = name ? strlen(name) : 0;
+		if (img->from_cache) {
+			name = strrchr(img->layers[i], '/') + 1;
+			len = strnlen(name, 20);
+		}
+		ov->n_lowers++;
+		if (!(l->path = strdup(img->layers[i])) || lower_link(name, len, &l->link) < 0)
+			return ud_oom(e);
+	}
 	return 0;
 }
 
@@ -126,8 +162,8 @@ static int push_confine(const struct ud_options *o, struct ud_plan *p, ud_error 
 	return 0;
 }
 
-int ud_plan_build(const struct ud_options *o, const struct ud_image *img, struct ud_plan *p,
-		  ud_error *e)
+int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *const *links,
+		  struct ud_plan *p, ud_error *e)
 {
 	memset(p, 0, sizeof(*p));
 	p->img = img;
@@ -144,7 +180,7 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, struct
 		if (!*o->hostname || strlen(o->hostname) > 64)
 			return ud_fail(e, UD_EXIT_USAGE, 0, "--hostname must be 1 to 64 characters");
 		if (!(p->hostname = strdup(o->hostname)))
-			return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+			return ud_oom(e);
 	}
 	if (o->rw == UD_RW_PATH) {
 		if (!o->rw_path || o->rw_path[0] != '/' || strpbrk(o->rw_path, ",:\\"))
@@ -153,10 +189,10 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, struct
 		if (!o->rw_path[strspn(o->rw_path, "/")])
 			return ud_fail(e, UD_EXIT_USAGE, 0, "--rw-path cannot be '/'");
 		if (!(p->rw_path = strdup(o->rw_path)))
-			return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+			return ud_oom(e);
 	}
 
-	if (push_op(p, UD_OP_OVERLAY, NULL, "/", o->rw == UD_RW_NONE, e) < 0)
+	if (push_overlay(o, img, links, p, e) < 0)
 		return -1;
 	if (!o->no_proc && push_op(p, UD_OP_PROC, NULL, "/proc", false, e) < 0)
 		return -1;
@@ -183,11 +219,57 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, struct
 	return 0;
 }
 
+const struct ud_op *ud_plan_overlay(const struct ud_plan *p)
+{
+	for (size_t i = 0; i < p->n_ops; i++)
+		if (p->ops[i].type == UD_OP_OVERLAY)
+			return &p->ops[i];
+	return NULL;
+}
+
+int ud_plan_mount_data(const struct ud_op *ov, const char *init, const char *upper,
+		       const char *work, char **data, ud_error *e)
+{
+	static const char guards[] = ",redirect_dir=nofollow,metacopy=off";
+	size_t len = strlen("lowerdir=") + strlen(init) + strlen(guards);
+	for (size_t i = 0; i < ov->n_lowers; i++) {
+		if (!ov->lowers[i].link)
+			return ud_fail(e, UD_EXIT_STORAGE, 0,
+				       "layer %s has no usable short name for mount(2)",
+				       ov->lowers[i].path);
+		len += 1 + strlen(ov->lowers[i].link);
+	}
+	if (upper)
+		len += strlen(",upperdir=,workdir=") + strlen(upper) + strlen(work);
+	if (len > UD_MOUNT_DATA_MAX)
+		return ud_fail(e, UD_EXIT_MOUNT, E2BIG,
+			       "overlay options for %zu layers are %zu bytes, more than mount(2) "
+			       "takes (%d); a kernel with lowerdir+ (6.8) has no such limit",
+			       ov->n_lowers, len, UD_MOUNT_DATA_MAX);
+	char *d = malloc(len + 1);
+	if (!d)
+		return ud_oom(e);
+	char *end = stpcpy(stpcpy(d, "lowerdir="), init);
+	for (size_t i = 0; i < ov->n_lowers; i++)
+		end = stpcpy(stpcpy(end, ":"), ov->lowers[i].link);
+	if (upper)
+		end += sprintf(end, ",upperdir=%s,workdir=%s", upper, work);
+	strcpy(end, guards);
+	*data = d;
+	return 0;
+}
+
 void ud_plan_free(struct ud_plan *p)
 {
 	for (size_t i = 0; i < p->n_ops; i++) {
-		free(p->ops[i].src);
-		free(p->ops[i].dst);
+		struct ud_op *op = &p->ops[i];
+		for (size_t j = 0; j < op->n_lowers; j++) {
+			free(op->lowers[j].path);
+			free(op->lowers[j].link);
+		}
+		free(op->lowers);
+		free(op->src);
+		free(op->dst);
 	}
 	free(p->ops);
 	free(p->rw_path);
@@ -206,6 +288,27 @@ static json_object *strv_json(char *const *v, size_t n)
 static json_object *str_or_null(const char *s)
 {
 	return s ? json_object_new_string(s) : NULL;
+}
+
+static json_object *op_json(const struct ud_op *op)
+{
+	json_object *m = json_object_new_object();
+	json_object_object_add(m, "type", json_object_new_string(ud_op_name(op->type)));
+	if (op->src)
+		json_object_object_add(m, "src", json_object_new_string(op->src));
+	json_object_object_add(m, "dst", json_object_new_string(op->dst));
+	json_object_object_add(m, "readonly", json_object_new_boolean(op->readonly));
+	if (op->type != UD_OP_OVERLAY)
+		return m;
+	json_object *lowers = json_object_new_array();
+	for (size_t i = 0; i < op->n_lowers; i++) {
+		json_object *l = json_object_new_object();
+		json_object_object_add(l, "path", json_object_new_string(op->lowers[i].path));
+		json_object_object_add(l, "link", str_or_null(op->lowers[i].link));
+		json_object_array_add(lowers, l);
+	}
+	json_object_object_add(m, "lowers", lowers);
+	return m;
 }
 
 char *ud_plan_json(const struct ud_plan *p)
@@ -240,13 +343,7 @@ char *ud_plan_json(const struct ud_plan *p)
 	for (size_t i = 0; i < p->n_ops; i++) {
 		const struct ud_op *op = &p->ops[i];
 		bool conf = op->type == UD_OP_MASK || op->type == UD_OP_READONLY;
-		json_object *m = json_object_new_object();
-		json_object_object_add(m, "type", json_object_new_string(ud_op_name(op->type)));
-		if (op->src)
-			json_object_object_add(m, "src", json_object_new_string(op->src));
-		json_object_object_add(m, "dst", json_object_new_string(op->dst));
-		json_object_object_add(m, "readonly", json_object_new_boolean(op->readonly));
-		json_object_array_add(conf ? confine : mounts, m);
+		json_object_array_add(conf ? confine : mounts, op_json(op));
 	}
 	json_object_object_add(o, "mounts", mounts);
 	json_object_object_add(o, "confine", confine);

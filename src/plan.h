@@ -34,11 +34,21 @@ enum ud_op_type {
 	UD_OP_READONLY, /* a read-only bind of a /proc path over itself */
 };
 
+/* One lower layer of the overlay root. mount(2) takes its options as one page, so it names each
+ * layer by a short name relative to the storage root, as Docker does; the new mount API takes
+ * the layer itself. */
+struct ud_lower {
+	char *path;     /* the layer directory on the host */
+	char *link;     /* "l/<name>" relative to the storage root, NULL if unknown */
+};
+
 struct ud_op {
 	enum ud_op_type type;
-	char *src;      /* host path (binds) */
+	char *src;      /* host path (binds); the storage root (overlay) */
 	char *dst;      /* path inside the image */
 	bool readonly;
+	struct ud_lower *lowers; /* overlay: the image's layers, top to bottom */
+	size_t n_lowers;
 };
 
 struct ud_options {
@@ -70,14 +80,27 @@ struct ud_plan {
 /* Parses "SRC[:DST]" (DST defaults to SRC); both absolute. */
 int ud_parse_bind(const char *arg, bool readonly, struct ud_op *op, ud_error *e);
 
-/* Builds the plan; validates that every DST is absolute, normalised, free of "..", and not "/". */
-int ud_plan_build(const struct ud_options *o, const struct ud_image *img, struct ud_plan *p,
-		  ud_error *e);
+/* Builds the plan; validates that every DST is absolute, normalised, free of "..", and not "/".
+ * links: the short name of each of img's layers as Docker's <layer>/link file holds it (NULL
+ * entries where unknown, or NULL for none; lowers.c reads them); a cache's are computed here. */
+int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *const *links,
+		  struct ud_plan *p, ud_error *e);
 void ud_plan_free(struct ud_plan *p);
 
 /* The plan as a JSON document (caller frees). */
 char *ud_plan_json(const struct ud_plan *p);
 
 const char *ud_op_name(enum ud_op_type t);
+
+/* The overlay op of a plan (its first op). */
+const struct ud_op *ud_plan_overlay(const struct ud_plan *p);
+
+#define UD_MOUNT_DATA_MAX 4095 /* mount(2) copies its data argument as one page */
+
+/* mount(2)'s options for the overlay root: lowerdir=INIT:<links>[,upperdir=,workdir=] and the
+ * redirect/metacopy guards (upper NULL: read-only). Fails (E2BIG) past one page, and on a lower
+ * without a short name. Caller frees *data. */
+int ud_plan_mount_data(const struct ud_op *ov, const char *init, const char *upper,
+		       const char *work, char **data, ud_error *e);
 
 #endif

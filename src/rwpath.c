@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -21,9 +20,7 @@
 
 static int openat2_nolinks(int dirfd, const char *path, int flags)
 {
-	struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC),
-			       .resolve = NO_LINKS};
-	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+	return ud_openat2(dirfd, path, flags | O_CLOEXEC, NO_LINKS);
 }
 
 /* Walks DIR one component at a time from "/", each relative to its parent's fd, making the

@@ -1,5 +1,6 @@
 /* Unit tests for plan.c: --bind parsing, plan building (order, options, DST validation) and the
  * --print JSON. The plan is pure data: nothing here touches the filesystem. */
+#include <errno.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -59,7 +60,7 @@ static void build_ok(const struct ud_options *o, const struct ud_image *img, str
 	ud_error e;
 	memset(&e, 0, sizeof(e));
 	memset(p, 0, sizeof(*p));
-	if (ud_plan_build(o, img, p, &e) != 0)
+	if (ud_plan_build(o, img, NULL, p, &e) != 0)
 		fail_msg("ud_plan_build failed: status %d: %s", e.status, e.msg);
 }
 
@@ -239,10 +240,13 @@ static void test_plan_binds_in_order(void **state)
 	(void)state;
 	struct ud_image img = test_image();
 	struct ud_op binds[] = {
-		{UD_OP_BIND, "/host/a", "/in/a", false},
-		{UD_OP_TMPFS, NULL, "/tmp", false},
-		{UD_OP_BIND, "/host/b", "/in/b", true},
-		{UD_OP_BIND, "/etc/resolv.conf", "/etc/resolv.conf", true},
+		{.type = UD_OP_BIND, .src = "/host/a", .dst = "/in/a", .readonly = false},
+		{.type = UD_OP_TMPFS, .src = NULL, .dst = "/tmp", .readonly = false},
+		{.type = UD_OP_BIND, .src = "/host/b", .dst = "/in/b", .readonly = true},
+		{.type = UD_OP_BIND,
+		 .src = "/etc/resolv.conf",
+		 .dst = "/etc/resolv.conf",
+		 .readonly = true},
 	};
 	struct ud_options o = default_options();
 	o.binds = binds;
@@ -302,8 +306,11 @@ static void expect_dst_refused(const char *dst, enum ud_op_type type)
 {
 	struct ud_image img = test_image();
 	struct ud_op binds[] = {
-		{UD_OP_BIND, "/host/ok", "/ok", false},
-		{type, type == UD_OP_BIND ? "/host/x" : NULL, (char *)dst, false},
+		{.type = UD_OP_BIND, .src = "/host/ok", .dst = "/ok", .readonly = false},
+		{.type = type,
+		 .src = type == UD_OP_BIND ? "/host/x" : NULL,
+		 .dst = (char *)dst,
+		 .readonly = false},
 	};
 	struct ud_options o = default_options();
 	o.binds = binds;
@@ -312,7 +319,7 @@ static void expect_dst_refused(const char *dst, enum ud_op_type type)
 	memset(&p, 0, sizeof(p));
 	ud_error e;
 	memset(&e, 0, sizeof(e));
-	int r = ud_plan_build(&o, &img, &p, &e);
+	int r = ud_plan_build(&o, &img, NULL, &p, &e);
 	if (r != -1) {
 		ud_plan_free(&p);
 		fail_msg("%s DST \"%s\" accepted", ud_op_name(type), dst);
@@ -344,14 +351,15 @@ static void test_plan_dst_accepted(void **state)
 	static const char *good[] = {"/a", "/a/b/c", "/a..b", "/.hidden", "/a/...", "/..a", "/tmp"};
 	struct ud_image img = test_image();
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		struct ud_op binds[] = {{UD_OP_BIND, "/host", (char *)good[i], false}};
+		struct ud_op binds[] = {
+			{.type = UD_OP_BIND, .src = "/host", .dst = (char *)good[i], .readonly = false}};
 		struct ud_options o = default_options();
 		o.binds = binds;
 		o.n_binds = 1;
 		struct ud_plan p;
 		memset(&p, 0, sizeof(p));
 		ud_error e;
-		if (ud_plan_build(&o, &img, &p, &e) != 0)
+		if (ud_plan_build(&o, &img, NULL, &p, &e) != 0)
 			fail_msg("DST \"%s\" refused: %s", good[i], e.msg);
 		assert_string_equal(p.ops[p.n_ops - 1].dst, good[i]);
 		ud_plan_free(&p);
@@ -409,9 +417,9 @@ static void test_plan_json_full(void **state)
 	(void)state;
 	struct ud_image img = test_image();
 	struct ud_op binds[] = {
-		{UD_OP_BIND, "/host/a", "/in/a", false},
-		{UD_OP_BIND, "/host/\"quoted\"\\x", "/in/b", true},
-		{UD_OP_TMPFS, NULL, "/scratch", false},
+		{.type = UD_OP_BIND, .src = "/host/a", .dst = "/in/a", .readonly = false},
+		{.type = UD_OP_BIND, .src = "/host/\"quoted\"\\x", .dst = "/in/b", .readonly = true},
+		{.type = UD_OP_TMPFS, .src = NULL, .dst = "/scratch", .readonly = false},
 	};
 	struct ud_options o = default_options();
 	o.binds = binds;
@@ -577,7 +585,7 @@ static void test_plan_confine(void **state)
 {
 	(void)state;
 	struct ud_image img = test_image();
-	struct ud_op binds[] = {{UD_OP_BIND, "/host/a", "/in/a", false}};
+	struct ud_op binds[] = {{.type = UD_OP_BIND, .src = "/host/a", .dst = "/in/a", .readonly = false}};
 	struct ud_options o = default_options();
 	o.no_confine = false;
 	o.binds = binds;
@@ -643,10 +651,86 @@ static void test_plan_rw_path_root_refused(void **state)
 		ud_error e;
 		memset(&p, 0, sizeof(p));
 		memset(&e, 0, sizeof(e));
-		assert_int_equal(ud_plan_build(&o, &img, &p, &e), -1);
+		assert_int_equal(ud_plan_build(&o, &img, NULL, &p, &e), -1);
 		assert_int_equal(e.status, UD_EXIT_USAGE);
 		ud_plan_free(&p);
 	}
+}
+
+/* ---- the overlay op: its lowers and mount(2)'s one page ------------------------------------------ */
+
+/* Docker's short names come in from lowers.c (already read); unknown or odd ones stay NULL. */
+static void test_plan_overlay_lowers(void **state)
+{
+	(void)state;
+	struct ud_image img = test_image();
+	char *links[] = {"AAAAAAAAAAAAAAAAAAAAAAAAAA", NULL, "bad/name"};
+	struct ud_options o = default_options();
+	struct ud_plan p;
+	ud_error e;
+	memset(&e, 0, sizeof(e));
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(ud_plan_build(&o, &img, links, &p, &e), 0);
+	const struct ud_op *ov = ud_plan_overlay(&p);
+	assert_non_null(ov);
+	assert_ptr_equal(ov, &p.ops[0]);
+	assert_string_equal(ov->src, "/var/lib/docker/overlay2");
+	assert_int_equal(ov->n_lowers, 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_string_equal(ov->lowers[i].path, layers[i]);
+	assert_string_equal(ov->lowers[0].link, "l/AAAAAAAAAAAAAAAAAAAAAAAAAA");
+	assert_null(ov->lowers[1].link);
+	assert_null(ov->lowers[2].link); /* never into mount(2)'s options */
+
+	json_object *j = plan_json(&p);
+	json_object *m0 = json_object_array_get_idx(get(j, "mounts"), 0);
+	assert_string_equal(get_str(m0, "type"), "overlay");
+	assert_string_equal(get_str(m0, "src"), "/var/lib/docker/overlay2");
+	json_object *lw = get(m0, "lowers");
+	assert_true(json_object_is_type(lw, json_type_array));
+	assert_int_equal(json_object_array_length(lw), 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_string_equal(get_str(json_object_array_get_idx(lw, i), "path"), layers[i]);
+	assert_string_equal(get_str(json_object_array_get_idx(lw, 0), "link"),
+			    "l/AAAAAAAAAAAAAAAAAAAAAAAAAA");
+	assert_true(json_object_is_type(get(json_object_array_get_idx(lw, 1), "link"),
+					json_type_null));
+	/* Only the overlay op lists lowers. */
+	json_object *v = NULL;
+	assert_false(json_object_object_get_ex(json_object_array_get_idx(get(j, "mounts"), 1),
+					       "lowers", &v));
+	json_object_put(j);
+	ud_plan_free(&p);
+}
+
+/* The layer cache's short names are computed: <cache>/sha256/<hex> is l/<first 20 hex>. */
+static void test_plan_overlay_cache_links(void **state)
+{
+	(void)state;
+	static char *cached[] = {
+		"/var/cache/ud/sha256/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		"/var/cache/ud/sha256/fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
+	};
+	struct ud_image img = test_image();
+	img.layers = cached;
+	img.n_layers = 2;
+	img.from_cache = true;
+	img.storage_root = "/var/cache/ud";
+	char *ignored[] = {"XXXX", "YYYY"};
+	struct ud_options o = default_options();
+	struct ud_plan p;
+	build_ok(&o, &img, &p);
+	const struct ud_op *ov = ud_plan_overlay(&p);
+	assert_string_equal(ov->src, "/var/cache/ud");
+	assert_string_equal(ov->lowers[0].link, "l/0123456789abcdef0123");
+	assert_string_equal(ov->lowers[1].link, "l/fedcba9876543210fedc");
+	ud_plan_free(&p);
+
+	ud_error e;
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(ud_plan_build(&o, &img, ignored, &p, &e), 0);
+	assert_string_equal(ud_plan_overlay(&p)->lowers[0].link, "l/0123456789abcdef0123");
+	ud_plan_free(&p);
 }
 
 int main(void)
@@ -667,6 +751,8 @@ int main(void)
 		cmocka_unit_test(test_plan_confine),
 		cmocka_unit_test(test_plan_confine_follows_special_fs),
 		cmocka_unit_test(test_plan_rw_path_root_refused),
+		cmocka_unit_test(test_plan_overlay_lowers),
+		cmocka_unit_test(test_plan_overlay_cache_links),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
