@@ -177,8 +177,6 @@ while True:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="src does not retry openat2's EAGAIN (RESOLVE_IN_ROOT and "
-                   "'..' while anything on the machine renames): remove this mark with the fix")
 def test_dotdot_lookup_survives_concurrent_renames(images, host_guard, scratch):
     """openat2(RESOLVE_IN_ROOT) fails with EAGAIN when a '..' is walked while any rename or
     mount happens anywhere on the machine (the kernel cannot prove the walk stayed inside; the
