@@ -10,20 +10,7 @@
 
 #include "docker.h"
 
-const struct ud_name ud_cli_mount_apis[] = {
-	{UD_API_AUTO, "auto"},
-	{UD_API_FD, "fd"},
-	{UD_API_STRING, "string"},
-	{UD_API_LEGACY, "legacy"},
-	{0, NULL},
-};
 
-const struct ud_name ud_cli_layers_modes[] = {
-	{UD_LAYERS_AUTO, "auto"},
-	{UD_LAYERS_DIRECT, "direct"},
-	{UD_LAYERS_EXPORT, "export"},
-	{0, NULL},
-};
 
 struct cli_opt;
 typedef int cli_setter(struct ud_cli *c, const struct cli_opt *opt, const char *arg,
@@ -215,9 +202,9 @@ static const struct cli_opt options[] = {
 	{"rw-path", 0, "DIR", set_rw, 0, "Keep a persistent rw layer in DIR/upper and DIR/work",
 	 NULL, 0, NULL},
 	{"read-only", 0, NULL, set_rw, 0, "Mount no rw layer: the root is read-only", NULL, 0, NULL},
-	{"mount-api", 0, "MODE", set_mount_api, 0, "How to mount the overlay: ", ud_cli_mount_apis,
+	{"mount-api", 0, "MODE", set_mount_api, 0, "How to mount the overlay: ", ud_plan_mount_apis,
 	 0, " or "},
-	{"layers", 0, "MODE", set_layers, 0, "Where the layers come from: ", ud_cli_layers_modes, 0,
+	{"layers", 0, "MODE", set_layers, 0, "Where the layers come from: ", ud_export_layers_modes, 0,
 	 " or "},
 	{"cache-dir", 0, "DIR", set_cache_dir, 0, "The layer cache for exported images", NULL, 0,
 	 NULL},

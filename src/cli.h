@@ -36,8 +36,6 @@ enum ud_cli_action {
 };
 
 /* The names of the enumerated options' values, in the order --help lists them. */
-extern const struct ud_name ud_cli_mount_apis[];
-extern const struct ud_name ud_cli_layers_modes[];
 /* The namespaces --unshare offers (a subset of ud_ns_names()). */
 #define UD_CLI_UNSHAREABLE (CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP)
 

@@ -13,6 +13,13 @@
 #include "la.h"
 #include "util.h"
 
+const struct ud_name ud_export_layers_modes[] = {
+	{UD_LAYERS_AUTO, "auto"},
+	{UD_LAYERS_DIRECT, "direct"},
+	{UD_LAYERS_EXPORT, "export"},
+	{0, NULL},
+};
+
 #define HEX_LEN 64
 #define MAX_CONFIG (16 * 1024 * 1024)
 

@@ -8,6 +8,7 @@
 #include "cache.h"
 #include "docker.h"
 #include "error.h"
+#include "util.h"
 #include "layer.h"
 
 enum ud_layers_mode {
@@ -15,6 +16,9 @@ enum ud_layers_mode {
 	UD_LAYERS_DIRECT, /* only the daemon's dirs */
 	UD_LAYERS_EXPORT, /* always the cache */
 };
+
+/* Names of enum ud_layers_mode (--layers): parsing and --help use this one list. */
+extern const struct ud_name ud_export_layers_modes[];
 
 /* Points img->layers at the cache (top to bottom), exporting and unpacking whatever is missing
  * unless dry_run. Holds a shared lock on the cache in *cache_lock (close it when the use is

@@ -14,6 +14,14 @@
 
 #include "util.h"
 
+const struct ud_name ud_plan_mount_apis[] = {
+	{UD_API_AUTO, "auto"},
+	{UD_API_FD, "fd"},
+	{UD_API_STRING, "string"},
+	{UD_API_LEGACY, "legacy"},
+	{0, NULL},
+};
+
 const char *ud_op_name(enum ud_op_type t)
 {
 	switch (t) {
@@ -314,7 +322,6 @@ static json_object *op_json(const struct ud_op *op)
 char *ud_plan_json(const struct ud_plan *p)
 {
 	static const char *const rw_names[] = {"tmpfs", "path", "none"};
-	static const char *const api_names[] = {"auto", "fd", "string", "legacy"};
 	static const int ns_order[] = {CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET,
 				       CLONE_NEWCGROUP};
 	const struct ud_image *img = p->img;
@@ -330,7 +337,7 @@ char *ud_plan_json(const struct ud_plan *p)
 	json_object_object_add(rw, "mode", json_object_new_string(rw_names[p->rw]));
 	json_object_object_add(rw, "path", str_or_null(p->rw_path));
 	json_object_object_add(o, "rw", rw);
-	json_object_object_add(o, "mount_api", json_object_new_string(api_names[p->mount_api]));
+	json_object_object_add(o, "mount_api", json_object_new_string(ud_name_of(ud_plan_mount_apis, p->mount_api)));
 	json_object *ns = json_object_new_array();
 	for (size_t i = 0; i < UD_ARRAY_SIZE(ns_order); i++)
 		if (p->unshare_flags & ns_order[i])

@@ -42,6 +42,9 @@ struct ud_lower {
 	char *link;     /* "l/<name>" relative to the storage root, NULL if unknown */
 };
 
+/* Names of enum ud_mount_api: parsing, --help and --print use this one list. */
+extern const struct ud_name ud_plan_mount_apis[];
+
 struct ud_op {
 	enum ud_op_type type;
 	char *src;      /* host path (binds); the storage root (overlay) */

@@ -67,12 +67,12 @@ static void test_every_choice_parses(void **state)
 	(void)state;
 	struct ud_cli c;
 	ud_error e;
-	for (const struct ud_name *n = ud_cli_mount_apis; n->name; n++) {
+	for (const struct ud_name *n = ud_plan_mount_apis; n->name; n++) {
 		assert_int_equal(parse(&c, &e, "--mount-api", n->name, "--print", "img", NULL), 0);
 		assert_int_equal(c.o.mount_api, n->value);
 		ud_cli_free(&c);
 	}
-	for (const struct ud_name *n = ud_cli_layers_modes; n->name; n++) {
+	for (const struct ud_name *n = ud_export_layers_modes; n->name; n++) {
 		assert_int_equal(parse(&c, &e, "--layers", n->name, "--print", "img", NULL), 0);
 		assert_int_equal(c.layers, n->value);
 		ud_cli_free(&c);
@@ -181,7 +181,7 @@ static void test_names(void **state)
 {
 	(void)state;
 	char buf[64];
-	ud_cli_names(ud_cli_layers_modes, 0, " or ", buf, sizeof(buf));
+	ud_cli_names(ud_export_layers_modes, 0, " or ", buf, sizeof(buf));
 	assert_string_equal(buf, "auto, direct or export");
 	ud_cli_names(ud_ns_names(), UD_CLI_UNSHAREABLE, ", ", buf, sizeof(buf));
 	assert_string_equal(buf, "ipc, uts, net, cgroup");
