@@ -29,7 +29,7 @@ int ud_appenv_apply(char *const *env, size_t n_env, ud_error *e)
 			continue;
 		char *key = strndup(env[i], (size_t)(eq - env[i]));
 		if (!key)
-			return ud_fail(e, UD_EXIT_REFUSED, ENOMEM, "out of memory");
+			return ud_oom(e);
 		int r = setenv(key, eq + 1, 1);
 		int err = errno;
 		free(key);
