@@ -202,8 +202,10 @@ static void docker_post_fork(void)
 
 static void docker_post_init(void)
 {
-	if (ud.form == UD_FORM_WORKERS)
-		ud_chown_sockets();
+	if (ud.form != UD_FORM_WORKERS)
+		return;
+	ud_form1_ready();
+	ud_chown_sockets();
 }
 
 struct uwsgi_plugin docker_plugin = {

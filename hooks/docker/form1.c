@@ -46,17 +46,6 @@ static void install_fork_hooks(void)
 	ud_dief(0, "no free request-plugin slot for the workers' fork hooks");
 }
 
-/* uwsgi_setup_inherited_sockets() closes unknown fds after a re-exec reload. */
-static void keep_fds(void)
-{
-	int fds[] = {ud.pidns.host_fd, ud.pidns.gen_fd, ud.pidns.life_fd};
-	for (int i = 0; i < ud.h.n_fds; i++)
-		uwsgi_add_safe_fd(ud.h.fds[i]);
-	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
-		if (fds[i] >= 0)
-			uwsgi_add_safe_fd(fds[i]);
-}
-
 /* Mules and spoolers never pass through uWSGI's privileges drop under master-as-root: they would
  * run app code as root, on the host. */
 static void refuse_mules(void)
@@ -69,32 +58,51 @@ static void refuse_mules(void)
 		ud.image);
 }
 
-/* The helper runs in the workers' PID namespace: the /proc it mounts belongs to it. */
-static void prepare(void)
+static struct ud_helper_run helper_run = {.pid = -1, .sock = -1, .err = -1};
+
+/* The helper runs in the workers' PID namespace: the /proc it mounts belongs to it. It works
+ * while uWSGI starts; ud_form1_ready() collects what it prepared. */
+static void start_helper(void)
 {
 	ud_error e = {0}, le = {0};
 	if (ud_pidns_create(&ud.pidns, &e) < 0)
 		ud_die(&e);
-	int r = ud_run_helper(&ud.h, &e);
+	int r = ud_helper_start(&helper_run, &e);
 	if (ud_pidns_leave(&ud.pidns, &le) < 0)
 		ud_die(&le);
 	if (r < 0)
 		ud_die(&e);
-	ud_refuse_own_namespace(&ud.h);
+	/* uwsgi_setup_inherited_sockets() closes unknown fds after a re-exec reload, and it runs
+	 * between the jail and post_init. */
+	int fds[] = {ud.pidns.host_fd, ud.pidns.gen_fd, ud.pidns.life_fd, helper_run.sock,
+		     helper_run.err};
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		uwsgi_add_safe_fd(fds[i]);
 }
 
 void ud_form1_jail(void)
 {
 	ud.form = UD_FORM_WORKERS;
 	refuse_mules();
-	prepare();
-	keep_fds();
+	start_helper();
 	install_fork_hooks();
+	/* Now, not once the helper is done: uWSGI reads both before post_init. */
 	if (!uwsgi.master_as_root || !uwsgi.lazy_apps)
 		uwsgi_log(LOG_PREFIX "enabling master-as-root and lazy-apps: the master stays "
 				     "on the host, each worker enters the image\n");
 	uwsgi.master_as_root = 1;
 	uwsgi.lazy_apps = 1;
+}
+
+/* post_init: the language plugins have started; no worker has been forked yet. */
+void ud_form1_ready(void)
+{
+	ud_error e = {0};
+	if (ud_helper_finish(&helper_run, &ud.h, &e) < 0)
+		ud_die(&e);
+	ud_refuse_own_namespace(&ud.h);
+	for (int i = 0; i < ud.h.n_fds; i++)
+		uwsgi_add_safe_fd(ud.h.fds[i]);
 	char nsbuf[64];
 	uwsgi_log(LOG_PREFIX "image %s (%s), %u layers, namespaces %s,pid ready for the "
 			     "workers\n",

@@ -72,29 +72,10 @@ static void read_helper_message(int fd, char *buf, size_t len)
 		memmove(buf, buf + sizeof(prefix) - 1, strlen(buf) - (sizeof(prefix) - 1) + 1);
 }
 
-/* Runs the helper with one end of a socketpair and receives the namespace. Bounded in time: the
- * helper's own requests time out, and we kill it if it outlives that. Its stderr comes back to us
- * so that a failure makes one log line, ours. */
-int ud_run_helper(struct ud_handoff *h, ud_error *e)
+/* What the master's environment is: the host's (the image's Env never enters it), and the
+ * helper's socket as fd 3. */
+static char **helper_envp(void)
 {
-	const char *helper = ud.helper ? ud.helper : HELPER_NAME;
-	int sv[2], errp[2];
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return ud_fail(e, UD_EXIT_HANDOFF, errno, "socketpair");
-	if (pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0) {
-		int err = errno;
-		close(sv[0]);
-		close(sv[1]);
-		return ud_fail(e, UD_EXIT_HANDOFF, err, "pipe");
-	}
-	/* Only stdio and the hand-off socket (as fd 3) cross into the helper: uWSGI's listening
-	 * sockets are not CLOEXEC (they survive re-exec reloads). */
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
-	posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
-	posix_spawn_file_actions_addclosefrom_np(&fa, 4);
-	/* The master's environment is the host's (the image's Env never enters it). */
 	size_t n_env = 0;
 	while (environ[n_env])
 		n_env++;
@@ -104,45 +85,77 @@ int ud_run_helper(struct ud_handoff *h, ud_error *e)
 		if (strncmp(environ[i], UD_FD_ENV "=", sizeof(UD_FD_ENV)) != 0)
 			envp[j++] = environ[i];
 	envp[j] = UD_FD_ENV "=3";
-	char **argv = ud_helper_argv();
-	pid_t pid;
-	int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, envp);
+	return envp;
+}
+
+/* Starts the helper and returns at once: it resolves the image and mounts while uWSGI goes on
+ * with its own start (Python's initialisation takes about as long). Only stdio and the hand-off
+ * socket (as fd 3) cross into it: uWSGI's listening sockets are not CLOEXEC (they survive
+ * re-exec reloads). Its stderr comes back to us, so that a failure makes one log line, ours. */
+int ud_helper_start(struct ud_helper_run *run, ud_error *e)
+{
+	int sv[2], errp[2];
+	run->pid = -1;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return ud_fail(e, UD_EXIT_HANDOFF, errno, "socketpair");
+	if (pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0) {
+		int err = errno;
+		close(sv[0]);
+		close(sv[1]);
+		return ud_fail(e, UD_EXIT_HANDOFF, err, "pipe");
+	}
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+	posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+	char **envp = helper_envp(), **argv = ud_helper_argv();
+	int err = posix_spawnp(&run->pid, argv[0], &fa, NULL, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	free(argv);
 	free(envp);
 	close(sv[1]);
 	close(errp[1]);
+	run->sock = sv[0];
+	run->err = errp[0];
 	if (err) {
-		close(sv[0]);
-		close(errp[0]);
-		return ud_fail(e, UD_EXIT_HANDOFF, err, "cannot run %s for image '%s'", helper,
-			       ud.image);
+		ud_closep(&run->sock);
+		ud_closep(&run->err);
+		run->pid = -1;
+		return ud_fail(e, UD_EXIT_HANDOFF, err, "cannot run %s for image '%s'",
+			       ud.helper ? ud.helper : HELPER_NAME, ud.image);
 	}
+	return 0;
+}
+
+/* Receives the namespace, bounded in time (the helper's own requests time out, and it is killed
+ * if it outlives that), and reaps the helper. */
+int ud_helper_finish(struct ud_helper_run *run, struct ud_handoff *h, ud_error *e)
+{
+	const char *helper = ud.helper ? ud.helper : HELPER_NAME;
 	ud_error re = {0};
-	int r = ud_handoff_recv(sv[0], h, ud_helper_deadline_s() * 1000, &re);
-	close(sv[0]);
+	int r = ud_handoff_recv(run->sock, h, ud_helper_deadline_s() * 1000, &re);
+	ud_closep(&run->sock);
 	if (r < 0 && re.errnum == ETIMEDOUT)
-		kill(pid, SIGKILL);
+		kill(run->pid, SIGKILL);
 	int status = 0;
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+	while (waitpid(run->pid, &status, 0) < 0 && errno == EINTR)
 		;
+	run->pid = -1;
 	char msg[1024];
-	read_helper_message(errp[0], msg, sizeof(msg));
-	close(errp[0]);
-	if (WIFSIGNALED(status)) {
+	read_helper_message(run->err, msg, sizeof(msg));
+	ud_closep(&run->err);
+	if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0) {
 		ud_handoff_free(h);
-		return ud_fail(e, UD_EXIT_HANDOFF, 0, "%s was killed by signal %d%s", helper,
-			       WTERMSIG(status), re.errnum == ETIMEDOUT ? " (timed out)" : "");
-	}
-	if (WEXITSTATUS(status) != 0) {
-		ud_handoff_free(h);
+		if (WIFSIGNALED(status))
+			return ud_fail(e, UD_EXIT_HANDOFF, 0, "%s was killed by signal %d%s", helper,
+				       WTERMSIG(status),
+				       re.errnum == ETIMEDOUT ? " (timed out)" : "");
 		return ud_fail(e, UD_EXIT_HANDOFF, 0, "%s failed (exit status %d): %s", helper,
 			       WEXITSTATUS(status), msg[0] ? msg : "no message");
 	}
-	if (r < 0) {
+	if (r < 0)
 		*e = re;
-		return -1;
-	}
-	return 0;
+	return r;
 }
 

@@ -59,12 +59,19 @@ void ud_enter_image(const char *chdir_to);
 
 /* form1.c, form2.c */
 void ud_form1_jail(void);
+void ud_form1_ready(void);
 void ud_form1_enter_worker(void);
 void ud_form2_jail(void);
 void ud_form2_enter(void);
 
 /* helper.c: runs uwsgi-docker-rootfs (form 1) and receives its namespace. */
-int ud_run_helper(struct ud_handoff *h, ud_error *e);
+struct ud_helper_run {
+	pid_t pid; /* -1 when none runs */
+	int sock;  /* our end of the hand-off socket */
+	int err;   /* the helper's stderr */
+};
+int ud_helper_start(struct ud_helper_run *run, ud_error *e);
+int ud_helper_finish(struct ud_helper_run *run, struct ud_handoff *h, ud_error *e);
 /* The longest the plugin waits for the helper, in seconds. */
 int ud_helper_deadline_s(void);
 /* argv for the helper, NULL-terminated (caller frees the array, not the strings). */
