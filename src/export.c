@@ -130,8 +130,7 @@ static int check_config(struct export *x, ud_error *e)
 	ud_autofree char *cfg = read_small(x->outer, &len);
 	if (!cfg || !sha256_is(cfg, len, x->id_hex))
 		return ud_fail(e, UD_EXIT_STORAGE, 0,
-			       "image '%s': the exported config does not match the image id %s",
-			       x->img->ref, x->img->id);
+			       "the exported config does not match the image id %s", x->img->id);
 	x->config_ok = true;
 	return 0;
 }
@@ -158,18 +157,16 @@ static int export_member(struct export *x, struct archive_entry *ent, ud_error *
 		must = must || idx >= 0;
 	}
 	char what[160];
-	snprintf(what, sizeof(what), "image '%s' member %.100s", x->img->ref,
-		 strip_dot_slash(name));
+	snprintf(what, sizeof(what), "member %.100s", strip_dot_slash(name));
 	return ud_cache_unpack_entry(x->c, x->w, x->outer, what, must, e);
 }
 
 static int read_export(struct export *x, struct outer_src *src, ud_error *e)
 {
-	const char *ref = x->img->ref;
 	if (ud_la.archive_read_open(x->outer, src, NULL, outer_read, NULL) != ARCHIVE_OK)
 		return src->failed ? -1 :
 				     ud_fail(e, UD_EXIT_DAEMON, 0,
-					     "image '%s': the export is not a tar archive: %s", ref,
+					     "the export is not a tar archive: %s",
 					     ud_la.archive_error_string(x->outer));
 	for (;;) {
 		struct archive_entry *ent;
@@ -179,7 +176,7 @@ static int read_export(struct export *x, struct outer_src *src, ud_error *e)
 		if (h < ARCHIVE_WARN)
 			return src->failed ? -1 :
 					     ud_fail(e, UD_EXIT_DAEMON, 0,
-						     "image '%s': broken export archive: %s", ref,
+						     "broken export archive: %s",
 						     ud_la.archive_error_string(x->outer));
 		if (export_member(x, ent, e) < 0)
 			return -1;
@@ -187,13 +184,12 @@ static int read_export(struct export *x, struct outer_src *src, ud_error *e)
 	for (size_t i = 0; i < x->w->n; i++)
 		if (!x->w->done[i])
 			return ud_fail(e, UD_EXIT_STORAGE, 0,
-				       "image '%s': no layer in the export has diffID sha256:%s "
+				       "no layer in the export has diffID sha256:%s "
 				       "(digest mismatch or missing layer)",
-				       ref, x->w->hex[i]);
+				       x->w->hex[i]);
 	if (!x->config_ok)
 		return ud_fail(e, UD_EXIT_STORAGE, 0,
-			       "image '%s': the export carries no config matching the image id %s",
-			       ref, x->img->id);
+			       "the export carries no config matching the image id %s", x->img->id);
 	return 0;
 }
 
@@ -219,6 +215,8 @@ static int export_layers(struct ud_docker *d, const struct ud_image *img, struct
 	int r = read_export(&x, &src, e);
 	if (r < 0 && src.failed && e)
 		*e = src.se;
+	else if (r < 0)
+		ud_context(e, "image '%s'", img->ref); /* once, for every failure of the export */
 	ud_la.archive_read_free(x.outer);
 	ud_stream_close(src.s);
 	return r;
