@@ -58,7 +58,7 @@ static void refuse_mules(void)
 		ud.image);
 }
 
-static struct ud_helper_run helper_run = {.pid = -1, .sock = -1, .err = -1};
+static struct ud_helper_run helper_run = UD_HELPER_RUN_INIT;
 
 /* The helper runs in the workers' PID namespace: the /proc it mounts belongs to it. It works
  * while uWSGI starts; ud_form1_ready() collects what it prepared. */
@@ -75,7 +75,7 @@ static void start_helper(void)
 	/* uwsgi_setup_inherited_sockets() closes unknown fds after a re-exec reload, and it runs
 	 * between the jail and post_init. */
 	int fds[] = {ud.pidns.host_fd, ud.pidns.gen_fd, ud.pidns.life_fd, helper_run.sock,
-		     helper_run.err};
+		     helper_run.err, helper_run.pidfd};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		uwsgi_add_safe_fd(fds[i]);
 }

@@ -1,9 +1,14 @@
 /* Runs uwsgi-docker-rootfs for the plugin and receives the namespace it prepared. */
 #include "plugin.h"
 
-#include <spawn.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "util.h"
 
@@ -88,14 +93,85 @@ static char **helper_envp(void)
 	return envp;
 }
 
+/* PATH lookup in the parent: the child between clone and exec may only make async-signal-safe
+ * calls (the master may have other threads holding malloc's locks). */
+static char *find_helper(const char *name)
+{
+	if (strchr(name, '/'))
+		return uwsgi_str((char *)name);
+	const char *path = getenv("PATH");
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	while (*path) {
+		size_t n = strcspn(path, ":");
+		char *cand = uwsgi_concat4n((char *)(n ? path : "."), n ? n : 1, "/", 1,
+					    (char *)name, strlen(name), "", 0);
+		if (access(cand, X_OK) == 0)
+			return cand;
+		free(cand);
+		path += n + (path[n] == ':');
+	}
+	return NULL;
+}
+
+/* The child of ud_spawn(): no handler of the master's may run in it, and only the hand-off socket
+ * (as fd 3) and the error pipe (as stderr) cross into the helper. */
+static __attribute__((noreturn)) void exec_child(const char *path, char **argv, char **envp,
+						 int sock, int errw)
+{
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &dfl, NULL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (dup2(errw, 2) < 0 || dup2(sock, 3) < 0)
+		_exit(UD_EXIT_CANNOT_EXEC);
+	syscall(SYS_close_range, 4U, ~0U, 0U);
+	execve(path, argv, envp);
+	static const char msg[] = HELPER_NAME ": cannot execute the helper\n";
+	ssize_t w = write(2, msg, sizeof(msg) - 1);
+	(void)w;
+	_exit(UD_EXIT_CANNOT_EXEC);
+}
+
+/* A child that sends no SIGCHLD when it exits (exit_signal 0): uWSGI's master reaps every child
+ * with waitpid(-1) and would take the helper's exit status (and log it as a stray subprocess);
+ * waitpid(-1) without __WALL never sees such a "clone child". We reap it through its pidfd. */
+static pid_t spawn_quiet(const char *path, char **argv, char **envp, int sock, int errw,
+			 int *pidfd)
+{
+	/* fds above 3 first: dup2 onto 2 and 3 must not clobber one with the other. */
+	ud_autoclose int s = fcntl(sock, F_DUPFD_CLOEXEC, 10);
+	ud_autoclose int w = fcntl(errw, F_DUPFD_CLOEXEC, 10);
+	if (s < 0 || w < 0)
+		return -1;
+	struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)pidfd};
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid_t pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	if (pid == 0)
+		exec_child(path, argv, envp, s, w);
+	int err = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = err;
+	return pid;
+}
+
 /* Starts the helper and returns at once: it resolves the image and mounts while uWSGI goes on
- * with its own start (Python's initialisation takes about as long). Only stdio and the hand-off
- * socket (as fd 3) cross into it: uWSGI's listening sockets are not CLOEXEC (they survive
- * re-exec reloads). Its stderr comes back to us, so that a failure makes one log line, ours. */
+ * with its own start (Python's initialisation takes about as long), or while the master serves
+ * (a rollout). uWSGI's listening sockets are not CLOEXEC (they survive re-exec reloads): none
+ * crosses. Its stderr comes back to us, so that a failure makes one log line, ours. */
 int ud_helper_start(struct ud_helper_run *run, ud_error *e)
 {
 	int sv[2], errp[2];
 	run->pid = -1;
+	const char *name = ud.helper ? ud.helper : HELPER_NAME;
+	ud_autofree char *path = find_helper(name);
+	if (!path)
+		return ud_fail(e, UD_EXIT_HANDOFF, ENOENT, "cannot run %s for image '%s'", name,
+			       ud.image);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return ud_fail(e, UD_EXIT_HANDOFF, errno, "socketpair");
 	if (pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0) {
@@ -104,28 +180,48 @@ int ud_helper_start(struct ud_helper_run *run, ud_error *e)
 		close(sv[1]);
 		return ud_fail(e, UD_EXIT_HANDOFF, err, "pipe");
 	}
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
-	posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
-	posix_spawn_file_actions_addclosefrom_np(&fa, 4);
 	char **envp = helper_envp(), **argv = ud_helper_argv();
-	int err = posix_spawnp(&run->pid, argv[0], &fa, NULL, argv, envp);
-	posix_spawn_file_actions_destroy(&fa);
+	run->pid = spawn_quiet(path, argv, envp, sv[1], errp[1], &run->pidfd);
+	int err = errno;
 	free(argv);
 	free(envp);
 	close(sv[1]);
 	close(errp[1]);
 	run->sock = sv[0];
 	run->err = errp[0];
-	if (err) {
+	run->deadline_ms = ud_now_ms() + ud_helper_deadline_s() * 1000LL;
+	if (run->pid < 0) {
 		ud_closep(&run->sock);
 		ud_closep(&run->err);
-		run->pid = -1;
-		return ud_fail(e, UD_EXIT_HANDOFF, err, "cannot run %s for image '%s'",
-			       ud.helper ? ud.helper : HELPER_NAME, ud.image);
+		return ud_fail(e, UD_EXIT_HANDOFF, err, "cannot run %s for image '%s'", name,
+			       ud.image);
 	}
 	return 0;
+}
+
+int ud_helper_done(const struct ud_helper_run *run)
+{
+	struct pollfd pf[2] = {{.fd = run->sock, .events = POLLIN}, {.fd = run->pidfd, .events = POLLIN}};
+	return poll(pf, 2, 0) > 0 || ud_now_ms() >= run->deadline_ms;
+}
+
+long long ud_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static int reap(struct ud_helper_run *run)
+{
+	siginfo_t si = {0};
+	while (waitid(P_PIDFD, run->pidfd, &si, WEXITED | __WALL) < 0 && errno == EINTR)
+		;
+	ud_closep(&run->pidfd);
+	run->pid = -1;
+	if (si.si_code == CLD_EXITED)
+		return si.si_status << 8;
+	return si.si_status & 0x7f; /* killed: as a wait status */
 }
 
 /* Receives the namespace, bounded in time (the helper's own requests time out, and it is killed
@@ -134,14 +230,12 @@ int ud_helper_finish(struct ud_helper_run *run, struct ud_handoff *h, ud_error *
 {
 	const char *helper = ud.helper ? ud.helper : HELPER_NAME;
 	ud_error re = {0};
-	int r = ud_handoff_recv(run->sock, h, ud_helper_deadline_s() * 1000, &re);
+	long long left = run->deadline_ms - ud_now_ms();
+	int r = ud_handoff_recv(run->sock, h, left > 0 ? (int)left : 1, &re);
 	ud_closep(&run->sock);
 	if (r < 0 && re.errnum == ETIMEDOUT)
 		kill(run->pid, SIGKILL);
-	int status = 0;
-	while (waitpid(run->pid, &status, 0) < 0 && errno == EINTR)
-		;
-	run->pid = -1;
+	int status = reap(run);
 	char msg[1024];
 	read_helper_message(run->err, msg, sizeof(msg));
 	ud_closep(&run->err);
@@ -158,4 +252,3 @@ int ud_helper_finish(struct ud_helper_run *run, struct ud_handoff *h, ud_error *
 		*e = re;
 	return r;
 }
-

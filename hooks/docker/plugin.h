@@ -66,12 +66,19 @@ void ud_form2_enter(void);
 
 /* helper.c: runs uwsgi-docker-rootfs (form 1) and receives its namespace. */
 struct ud_helper_run {
-	pid_t pid; /* -1 when none runs */
-	int sock;  /* our end of the hand-off socket */
-	int err;   /* the helper's stderr */
+	pid_t pid;   /* -1 when none runs */
+	int pidfd;   /* the helper's pidfd: it is reaped through it */
+	int sock;    /* our end of the hand-off socket */
+	int err;     /* the helper's stderr */
+	long long deadline_ms;
 };
+#define UD_HELPER_RUN_INIT {.pid = -1, .pidfd = -1, .sock = -1, .err = -1}
 int ud_helper_start(struct ud_helper_run *run, ud_error *e);
+/* True once the helper has answered, exited or outlived its deadline (never blocks). */
+int ud_helper_done(const struct ud_helper_run *run);
+/* Receives the namespace (waiting at most until the deadline) and reaps the helper. */
 int ud_helper_finish(struct ud_helper_run *run, struct ud_handoff *h, ud_error *e);
+long long ud_now_ms(void);
 /* The longest the plugin waits for the helper, in seconds. */
 int ud_helper_deadline_s(void);
 /* argv for the helper, NULL-terminated (caller frees the array, not the strings). */
