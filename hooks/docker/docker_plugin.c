@@ -60,6 +60,9 @@ static struct uwsgi_option docker_options[] = {
 	 uwsgi_opt_set_str, &ud.layers, 0},
 	{"docker-cache-dir", required_argument, 0, "the layer cache for exported images",
 	 uwsgi_opt_set_str, &ud.cache_dir, 0},
+	{"docker-canary-timeout", required_argument, 0,
+	 "seconds a rollout's first worker gets to load the app (default 60)", uwsgi_opt_set_str,
+	 &ud.canary_timeout, 0},
 	UWSGI_END_OF_OPTIONS};
 
 void ud_die(const ud_error *e)
@@ -139,15 +142,21 @@ void ud_chown_sockets(void)
 
 /* This process (a form 1 worker, or the form 2 master) goes into the image: groups looked up on
  * the host first, then the namespaces, then the rest inside. */
-void ud_enter_image(const char *chdir_to)
+int ud_canary_timeout_s(void)
+{
+	int t = ud.canary_timeout ? atoi(ud.canary_timeout) : 60;
+	return t > 0 ? t : 60;
+}
+
+void ud_enter_image(struct ud_handoff *h, const char *chdir_to)
 {
 	ud_error e = {0};
 	struct ud_creds cr;
-	if (ud_creds_resolve(&cr, &e) < 0 || ud_handoff_enter(&ud.h, &e) < 0 ||
+	if (ud_creds_resolve(&cr, &e) < 0 || ud_handoff_enter(h, &e) < 0 ||
 	    ud_creds_apply(&cr, &e) < 0 || ud_chdir_image(chdir_to, &e) < 0)
 		ud_die(&e);
 	ud_creds_free(&cr);
-	if (wants_env() && ud_appenv_apply(ud.h.env, ud.h.n_env, &e) < 0)
+	if (wants_env() && ud_appenv_apply(h->env, h->n_env, &e) < 0)
 		ud_die(&e);
 	/* The root is nosuid, but binds are not: nothing executed from here on gains privileges. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -200,6 +209,14 @@ static void docker_post_fork(void)
 		ud_die(&e);
 }
 
+static void docker_master_cycle(void)
+{
+	if (ud.form != UD_FORM_WORKERS)
+		return;
+	ud_rollout_master_cycle();
+	ud_graceful_nudge();
+}
+
 static void docker_post_init(void)
 {
 	if (ud.form != UD_FORM_WORKERS)
@@ -215,4 +232,5 @@ struct uwsgi_plugin docker_plugin = {
 	.before_privileges_drop = docker_before_privileges_drop,
 	.post_fork = docker_post_fork,
 	.post_init = docker_post_init,
+	.master_cycle = docker_master_cycle,
 };

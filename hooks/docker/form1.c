@@ -17,6 +17,7 @@ static struct uwsgi_plugin fork_hooks;
 static void pre_worker_fork(void)
 {
 	ud_error e = {0};
+	ud_rollout_before_fork();
 	if (ud.pidns.gen_fd >= 0 && ud_pidns_enter(&ud.pidns, &e) < 0)
 		ud_die(&e);
 }
@@ -26,6 +27,16 @@ static void post_worker_fork(int child)
 	ud_error e = {0};
 	if (!child && ud.pidns.gen_fd >= 0 && ud_pidns_leave(&ud.pidns, &e) < 0)
 		ud_die(&e);
+}
+
+/* A worker, after its apps were loaded (mounts too) and uWSGI set its signal handlers, before
+ * it accepts. */
+static void worker_fixup(void)
+{
+	if (uwsgi.mywid <= 0 || ud.form != UD_FORM_WORKERS)
+		return;
+	ud_rollout_report_apps();
+	ud_graceful_install();
 }
 
 static void install_fork_hooks(void)
@@ -40,6 +51,7 @@ static void install_fork_hooks(void)
 		fork_hooks.name = "docker-worker-pidns";
 		fork_hooks.pre_uwsgi_fork = pre_worker_fork;
 		fork_hooks.post_uwsgi_fork = post_worker_fork;
+		fork_hooks.fixup = worker_fixup;
 		uwsgi.p[i] = &fork_hooks;
 		return;
 	}
@@ -84,6 +96,7 @@ void ud_form1_jail(void)
 {
 	ud.form = UD_FORM_WORKERS;
 	refuse_mules();
+	ud_rollout_init();
 	start_helper();
 	install_fork_hooks();
 	/* Now, not once the helper is done: uWSGI reads both before post_init. */
@@ -115,9 +128,10 @@ void ud_form1_enter_worker(void)
 {
 	if (uwsgi.mywid <= 0)
 		return;
-	if (ud.h.n_fds < 1)
+	struct ud_handoff *h = ud_rollout_pick(uwsgi.mywid);
+	if (h->n_fds < 1)
 		ud_dief(0, "no namespace to enter for image '%s'", ud.image);
 	ud_pidns_close(&ud.pidns);
 	/* The master's chdir option names a path for the app: inside the image. */
-	ud_enter_image(uwsgi.chdir ? uwsgi.chdir : ud.h.workdir);
+	ud_enter_image(h, uwsgi.chdir ? uwsgi.chdir : h->workdir);
 }

@@ -109,7 +109,7 @@ void ud_form2_enter(void)
 	ud_chown_sockets();
 	/* The whole instance is inside, and Python starts after the privileges drop: the C
 	 * environment is all it needs. */
-	ud_enter_image(ud.h.workdir);
+	ud_enter_image(&ud.h, ud.h.workdir);
 	char nsbuf[64];
 	uwsgi_log(LOG_PREFIX "entered image %s (%s), %u layers, namespaces %s,pid\n", ud.h.image,
 		  ud.h.id, ud.h.layers, ud_ns_list(&ud.h, nsbuf, sizeof(nsbuf)));

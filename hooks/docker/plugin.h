@@ -35,13 +35,15 @@ struct ud_plugin {
 	char *mount_api;
 	char *layers;
 	char *cache_dir;
+	char *canary_timeout;
 
 	/* state */
 	enum ud_form form;
 	int sock;  /* form 2: our end of the hand-off socket, -1 */
 	int peer;  /* form 2: the end the hook inherits, -1 */
 	int entered;
-	struct ud_handoff h;
+	struct ud_handoff h; /* the namespace workers enter (form 1: of the serving generation) */
+	uint32_t gen;        /* form 1: that generation's number, 1 at each start */
 	struct ud_pidns pidns;
 };
 
@@ -55,7 +57,8 @@ char *ud_ns_list(const struct ud_handoff *h, char *buf, size_t len);
 void ud_refuse_root(void);
 void ud_refuse_own_namespace(const struct ud_handoff *h);
 void ud_chown_sockets(void);
-void ud_enter_image(const char *chdir_to);
+void ud_enter_image(struct ud_handoff *h, const char *chdir_to);
+int ud_canary_timeout_s(void);
 
 /* form1.c, form2.c */
 void ud_form1_jail(void);
@@ -63,6 +66,17 @@ void ud_form1_ready(void);
 void ud_form1_enter_worker(void);
 void ud_form2_jail(void);
 void ud_form2_enter(void);
+
+/* rollout.c: form 1 chain reloads onto a newly resolved image, canary first. */
+void ud_rollout_init(void);
+void ud_rollout_master_cycle(void);
+void ud_rollout_before_fork(void);
+struct ud_handoff *ud_rollout_pick(int wid);
+void ud_rollout_report_apps(void);
+
+/* graceful.c: a worker's SIGHUP that never resets a client's connection. */
+void ud_graceful_install(void);
+void ud_graceful_nudge(void);
 
 /* helper.c: runs uwsgi-docker-rootfs (form 1) and receives its namespace. */
 struct ud_helper_run {

@@ -1,0 +1,260 @@
+"""Rollouts (form 1): a chain reload resolves the image again and moves the workers onto it one at
+a time, the first one a canary; a broken image never takes traffic. Real uWSGI, real dockerd.
+
+Every test runs a request loop through the rollout and asserts what the clients saw: no failed
+request, the answers' image and Env, the longest gap between two answers; then what is left:
+the master's fds and the live mount namespaces where they were, the host as it was.
+"""
+import os
+import signal
+import time
+
+import pytest
+
+import udlib
+from plugin_support import (PREFIX, TEST_MNT_NS, Harness, RequestLoop, all_pids, form1_options,
+                            free_port, get_json, ns_of, plug_images, wait_for, _build)
+
+assert plug_images  # a fixture, used by name
+
+WORKERS = 4
+
+
+@pytest.fixture
+def plug(scratch, plug_images):
+    h = Harness(scratch, plug_images)
+    yield h
+    h.cleanup()
+
+
+@pytest.fixture(scope="module")
+def broken_images(plug_images, session_dir):
+    """Images built on v1 that cannot serve: the app has a syntax error; the image has no Python
+    runtime (the app's imports fail)."""
+    out = {"syntax": PREFIX + "broken:syntax", "noruntime": PREFIX + "broken:noruntime"}
+    steps = {"syntax": "RUN echo 'def broken(:' >> /srv/app.py",
+             "noruntime": "RUN rm -rf /usr/lib/python3.11"}
+    ctx = os.path.join(session_dir, "broken-images")
+    os.makedirs(ctx, exist_ok=True)
+    for kind, tag in out.items():
+        df = os.path.join(ctx, f"Dockerfile.{kind}")
+        with open(df, "w") as f:
+            f.write(f"FROM {plug_images.v1}\n{steps[kind]}\n")
+        _build(tag, ctx, df)
+    yield out
+    for tag in out.values():
+        udlib.docker("rmi", "-f", tag, check=False)
+
+
+def _touch(path, mtime=None):
+    with open(path, "a"):
+        pass
+    t = time.time() if mtime is None else mtime
+    os.utime(path, (t, t))
+
+
+def _options(plug, port, image):
+    opts = [(k, v) for k, v in form1_options(plug.workdir, port, image) if k != "processes"]
+    chain = plug.path("chain")
+    _touch(chain, time.time() - 100)
+    for name in ("reload", "workers-reload"):
+        _touch(plug.path(name), time.time() - 100)
+    return opts + [("processes", str(WORKERS)), ("touch-chain-reload", chain),
+                   ("master-fifo", plug.path("fifo")), ("docker-canary-timeout", "20")]
+
+
+class Chain:
+    """Asks an instance for chain reloads, each by the touch file or the master FIFO."""
+
+    def __init__(self, plug, u):
+        self.plug, self.u, self.n = plug, u, 0
+
+    def request(self, via="touch"):
+        self.n += 1
+        if via == "fifo":
+            with open(self.plug.path("fifo"), "w") as f:
+                f.write("c")
+        else:  # uWSGI compares whole seconds: a distinct mtime each time
+            _touch(self.plug.path("chain"), time.time() + 10 * self.n)
+
+    def wait(self, what, count, timeout=60):
+        ok = wait_for(lambda: self.u.log().count(what) >= count, timeout=timeout)
+        assert ok, f"{what!r} did not appear {count} times:\n{self.u.log()[-4000:]}"
+
+
+def _live_mnt_namespaces():
+    """Mount namespaces some process is in, and those only fds hold (the master's)."""
+    out = set()
+    for p in all_pids():
+        out.add(ns_of(p))
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                t = os.readlink(f"/proc/{p}/fd/{fd}")
+                if t.startswith("mnt:["):
+                    out.add(t)
+        except OSError:
+            pass
+    out.discard(None)
+    return out
+
+
+def _fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _gaps(loop):
+    with loop.lock:
+        times = [t for t, _ in loop.results]
+    return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+
+
+def _assert_no_failures(loop, u):
+    assert loop.failures == [], \
+        f"{len(loop.failures)} failed requests, first: {loop.failures[:5]}\n{u.log()[-4000:]}"
+
+
+def _docker_lines(log, text):
+    return [line for line in log.splitlines() if line.startswith("[docker] ") and text in line]
+
+
+def test_rollout_moves_every_worker_onto_the_new_image_without_a_pause(plug, plug_images):
+    tag = PREFIX + "roll:live"
+    plug_images.extra_tags.append(tag)
+    udlib.docker("tag", plug_images.v1, tag)
+    port = free_port()
+    u = plug.start(_options(plug, port, tag), name="roll")
+    d = u.wait_ready(port)
+    assert d["version"] == "v1" and d["environ"].get("UDPLUG_ONLY_V1") == "present-in-v1"
+    old_ns = d["mnt_ns"]
+    chain = Chain(plug, u)
+    loop = RequestLoop(port, max_seconds=90)
+    loop.start()
+    try:
+        assert wait_for(lambda: len(loop.versions()) >= 20, timeout=20), "request loop stalled"
+        udlib.docker("tag", plug_images.v2, tag)
+        chain.request()
+        chain.wait("[docker] rolled out image", 1)
+        done = len(loop.versions())
+        wait_for(lambda: len(loop.versions()) >= done + 50, timeout=20)
+    finally:
+        loop.finish()
+    _assert_no_failures(loop, u)
+    versions = loop.versions()
+    # every worker the chain took came back on v2: nothing answers from v1 once it is over
+    # (one answer may have been in flight when the log line was read)
+    assert set(versions[done + 1:]) == {"v2"}, "v1 still answered after the rollout"
+    gap = _gaps(loop)
+    print(f"rollout: {len(versions)} answers, longest gap {gap * 1000:.0f} ms")
+    assert gap < 0.5, f"longest gap between answers {gap:.3f} s: a rollout must not pause"
+    for _ in range(3 * WORKERS):
+        d = get_json(port)
+        assert d["version"] == "v2" and d["environ"].get("GREETING") == "hello-v2"
+        assert "UDPLUG_ONLY_V1" not in d["environ"], "an Env key v2 dropped survived the rollout"
+        assert d["environ"].get("UWSGI_RELOADS") == "0", "a rollout must not re-exec the master"
+        assert d["mnt_ns"] != old_ns
+    assert ns_of(u.pid) == TEST_MNT_NS
+    assert old_ns not in _live_mnt_namespaces(), "the old image's namespace outlived the rollout"
+    plug.stop_and_check(u)
+
+
+@pytest.mark.parametrize("kind", ["syntax", "noruntime", "tag-removed"])
+def test_broken_image_never_takes_traffic_and_a_good_one_rolls_out_after(plug, plug_images,
+                                                                         broken_images, kind):
+    tag = PREFIX + "canary:live"
+    plug_images.extra_tags.append(tag)
+    udlib.docker("tag", plug_images.v1, tag)
+    port = free_port()
+    u = plug.start(_options(plug, port, tag), name="canary")
+    d = u.wait_ready(port)
+    serving_ns = d["mnt_ns"]
+    chain = Chain(plug, u)
+    loop = RequestLoop(port, max_seconds=120)
+    loop.start()
+    try:
+        assert wait_for(lambda: len(loop.versions()) >= 20, timeout=20), "request loop stalled"
+        if kind == "tag-removed":
+            udlib.docker("rmi", tag)
+        else:
+            udlib.docker("tag", broken_images[kind], tag)
+        chain.request("fifo" if kind == "syntax" else "touch")
+        chain.wait("[docker] rollout of image", 1)
+        n = len(loop.versions())
+        assert wait_for(lambda: len(loop.versions()) >= n + 50, timeout=20)
+        log = u.log()
+        stopped = _docker_lines(log, "rollout of image")
+        assert len(stopped) == 1 and "stopped" in stopped[0], stopped
+        assert "need-app" not in log and "goodbye to uWSGI" not in log, log[-3000:]
+        assert {v for v in loop.versions()} == {"v1"}
+        # every worker still serves the image it had
+        for _ in range(3 * WORKERS):
+            assert get_json(port)["mnt_ns"] == serving_ns
+        udlib.docker("tag", plug_images.v2, tag)
+        chain.request()
+        chain.wait("[docker] rolled out image", 1)
+        n = len(loop.versions())
+        wait_for(lambda: len(loop.versions()) >= n + 50, timeout=20)
+    finally:
+        loop.finish()
+    _assert_no_failures(loop, u)
+    assert loop.versions()[-1] == "v2"
+    print(f"{kind}: {stopped[0]}")
+    plug.stop_and_check(u)
+
+
+def test_twenty_rollouts_leave_fds_and_namespaces_flat(plug, plug_images):
+    tag = PREFIX + "twenty:live"
+    plug_images.extra_tags.append(tag)
+    udlib.docker("tag", plug_images.v1, tag)
+    port = free_port()
+    u = plug.start(_options(plug, port, tag), name="twenty")
+    u.wait_ready(port)
+    chain = Chain(plug, u)
+    # one rollout first: the master's fds after a rollout are the baseline
+    chain.request()
+    chain.wait("[docker] rolled out image", 1)
+    fds, nss = _fd_count(u.pid), len(_live_mnt_namespaces())
+    loop = RequestLoop(port, max_seconds=300)
+    loop.start()
+    try:
+        for i in range(20):
+            udlib.docker("tag", plug_images.v2 if i % 2 == 0 else plug_images.v1, tag)
+            chain.request("fifo" if i % 2 else "touch")
+            chain.wait("[docker] rolled out image", i + 2)
+    finally:
+        loop.finish()
+    _assert_no_failures(loop, u)
+    time.sleep(1)
+    assert _fd_count(u.pid) == fds, f"master fds {fds} -> {_fd_count(u.pid)}: " \
+                                    f"{sorted(os.listdir(f'/proc/{u.pid}/fd'))}"
+    assert len(_live_mnt_namespaces()) == nss, "mount namespaces accumulated over 20 rollouts"
+    assert {get_json(port)["version"] for _ in range(2 * WORKERS)} == {"v1"}
+    plug.stop_and_check(u)
+
+
+def test_a_workers_reload_keeps_the_image_a_chain_reload_changes(plug, plug_images):
+    tag = PREFIX + "keep:live"
+    plug_images.extra_tags.append(tag)
+    udlib.docker("tag", plug_images.v1, tag)
+    port = free_port()
+    u = plug.start(_options(plug, port, tag), name="keep")
+    u.wait_ready(port)
+    udlib.docker("tag", plug_images.v2, tag)
+    _touch(plug.path("workers-reload"))
+    assert wait_for(lambda: u.log().count("Respawned uWSGI worker") >= WORKERS, timeout=30)
+    time.sleep(1)
+    assert {get_json(port)["version"] for _ in range(2 * WORKERS)} == {"v1"}
+    Chain(plug, u).request()
+    Chain(plug, u).wait("[docker] rolled out image", 1)
+    assert {get_json(port)["version"] for _ in range(2 * WORKERS)} == {"v2"}
+    plug.stop_and_check(u)
+
+
+def test_an_app_that_does_not_load_stops_uwsgi_at_start(plug, broken_images):
+    port = free_port()
+    u = plug.start(_options(plug, port, broken_images["syntax"]), name="needapp")
+    rc = u.wait_exit(60)
+    log = u.log()
+    assert rc == 22, f"exit status {rc}:\n{log[-3000:]}"
+    lines = _docker_lines(log, "did not load")
+    assert len(lines) == 1 and "need-app" in lines[0], log[-3000:]
+    plug.stop_and_check(u, expect_rc=None, lazy=False)
