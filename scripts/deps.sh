@@ -21,6 +21,8 @@ PACKAGES=(
 	uwsgi-core uwsgi-plugin-python3
 	# headers for building the uWSGI docker plugin (uwsgi --build-plugin)
 	python3-dev libcap-dev libpcre3-dev libssl-dev libxml2-dev libjansson-dev zlib1g-dev uuid-dev
+	# realistic test images (a Debian 12 root from the apt mirror)
+	mmdebstrap
 	# image tarballs (libarchive), Podman's Docker-compatible API for the Podman tests
 	libarchive-dev podman
 	# make bench: HTTP load generator for the uWSGI requests-per-second figures

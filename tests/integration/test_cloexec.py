@@ -41,6 +41,10 @@ STATIC_RULES = {
 ALLOWED = {
     ("hooks/docker/form2.c", "dup(sv[1])"):
         "form 2: the exec-as-root hook's /bin/sh -c must inherit this end (UWSGI_DOCKER_FD)",
+    ("hooks/docker/helper.c", "dup2(errw, 2)"):
+        "the helper's child between clone and exec: its stderr, which the helper inherits",
+    ("hooks/docker/helper.c", "dup2(sock, 3)"):
+        "the helper's child between clone and exec: the hand-off socket, as fd 3 of the helper",
 }
 
 

@@ -258,3 +258,41 @@ def test_an_app_that_does_not_load_stops_uwsgi_at_start(plug, broken_images):
     lines = _docker_lines(log, "did not load")
     assert len(lines) == 1 and "need-app" in lines[0], log[-3000:]
     plug.stop_and_check(u, expect_rc=None, lazy=False)
+
+
+def test_soak_full_reloads_and_rollouts_under_four_clients(plug, plug_images):
+    """The short version of make bench's soak: full reloads and rollouts, alternating images,
+    four clients on fresh connections all along; not one failed request."""
+    tag = PREFIX + "soak:live"
+    plug_images.extra_tags.append(tag)
+    udlib.docker("tag", plug_images.v1, tag)
+    port = free_port()
+    u = plug.start(_options(plug, port, tag), name="soak")
+    u.wait_ready(port)
+    chain = Chain(plug, u)
+    loops = [RequestLoop(port, max_seconds=240) for _ in range(4)]
+    for loop in loops:
+        loop.start()
+    try:
+        for i in range(4):
+            udlib.docker("tag", plug_images.v2 if i % 2 == 0 else plug_images.v1, tag)
+            if i % 2:
+                chain.request()
+                chain.wait("[docker] rolled out image", (i + 1) // 2)
+            else:
+                before = u.log().count("[docker] image ")
+                _touch(plug.path("reload"), time.time() + 10 * (i + 1))
+                # the new master's helper logs its image line once the workers may go
+                assert wait_for(lambda: u.log().count("[docker] image ") > before, timeout=60)
+            want = "v2" if i % 2 == 0 else "v1"
+            assert wait_for(lambda: get_json(port)["version"] == want, timeout=30)
+            time.sleep(1)
+    finally:
+        for loop in loops:
+            loop.finish()
+    answered = sum(len(loop.versions()) for loop in loops)
+    failures = [f for loop in loops for f in loop.failures]
+    print(f"soak: {answered} answers, {len(failures)} failures")
+    assert failures == [], f"{len(failures)} of {answered + len(failures)} requests failed, " \
+                           f"first: {failures[:5]}\n{u.log()[-4000:]}"
+    plug.stop_and_check(u)
