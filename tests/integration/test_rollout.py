@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import debian_image
 import udlib
 from plugin_support import (PREFIX, TEST_MNT_NS, Harness, RequestLoop, all_pids, form1_options,
                             free_port, get_json, ns_of, plug_images, wait_for, _build)
@@ -44,6 +45,32 @@ def broken_images(plug_images, session_dir):
     yield out
     for tag in out.values():
         udlib.docker("rmi", "-f", tag, check=False)
+
+
+@pytest.fixture(scope="module")
+def flask_images(docker_ready, session_dir):
+    """A real Debian 12 root (mmdebstrap, cached by tag between runs) with Debian's python3-flask
+    and a Flask app; v1 and v2 differ as the busybox images do (version, Env)."""
+    base = debian_image.debian_flask_base(session_dir)
+    tags = {"v1": PREFIX + "flask:v1", "v2": PREFIX + "flask:v2", "syntax": PREFIX + "flask:syntax"}
+    envs = {"v1": {"GREETING": "hello-v1", "UDPLUG_ONLY_V1": "present-in-v1"},
+            "v2": {"GREETING": "hello-v2"}}
+    debian_image.flask_app_image(base, tags["v1"], "v1", envs["v1"], session_dir=session_dir)
+    debian_image.flask_app_image(base, tags["v2"], "v2", envs["v2"], session_dir=session_dir)
+    debian_image.flask_app_image(base, tags["syntax"], "v3", envs["v2"], broken="syntax",
+                                 session_dir=session_dir)
+    yield tags
+    for tag in tags.values():
+        udlib.docker("rmi", "-f", tag, check=False)
+
+
+@pytest.fixture(params=["busybox", "debian-flask"])
+def flavour(request, plug_images):
+    """The images a rollout goes between: v1, v2 and a broken one (syntax error in the app)."""
+    if request.param == "busybox":
+        broken = request.getfixturevalue("broken_images")
+        return {"v1": plug_images.v1, "v2": plug_images.v2, "syntax": broken["syntax"]}
+    return request.getfixturevalue("flask_images")
 
 
 def _touch(path, mtime=None):
@@ -117,10 +144,11 @@ def _docker_lines(log, text):
     return [line for line in log.splitlines() if line.startswith("[docker] ") and text in line]
 
 
-def test_rollout_moves_every_worker_onto_the_new_image_without_a_pause(plug, plug_images):
+def test_rollout_moves_every_worker_onto_the_new_image_without_a_pause(plug, plug_images,
+                                                                      flavour):
     tag = PREFIX + "roll:live"
     plug_images.extra_tags.append(tag)
-    udlib.docker("tag", plug_images.v1, tag)
+    udlib.docker("tag", flavour["v1"], tag)
     port = free_port()
     u = plug.start(_options(plug, port, tag), name="roll")
     d = u.wait_ready(port)
@@ -131,7 +159,7 @@ def test_rollout_moves_every_worker_onto_the_new_image_without_a_pause(plug, plu
     loop.start()
     try:
         assert wait_for(lambda: len(loop.versions()) >= 20, timeout=20), "request loop stalled"
-        udlib.docker("tag", plug_images.v2, tag)
+        udlib.docker("tag", flavour["v2"], tag)
         chain.request()
         chain.wait("[docker] rolled out image", 1)
         done = len(loop.versions())
@@ -157,12 +185,17 @@ def test_rollout_moves_every_worker_onto_the_new_image_without_a_pause(plug, plu
     plug.stop_and_check(u)
 
 
-@pytest.mark.parametrize("kind", ["syntax", "noruntime", "tag-removed"])
+@pytest.mark.parametrize("kind", ["syntax", "noruntime", "tag-removed", "flask-syntax"])
 def test_broken_image_never_takes_traffic_and_a_good_one_rolls_out_after(plug, plug_images,
-                                                                         broken_images, kind):
+                                                                         broken_images, kind,
+                                                                         request):
+    images = {"v1": plug_images.v1, "v2": plug_images.v2, **broken_images}
+    if kind.startswith("flask-"):
+        images = request.getfixturevalue("flask_images")
+        kind = kind[len("flask-"):]
     tag = PREFIX + "canary:live"
     plug_images.extra_tags.append(tag)
-    udlib.docker("tag", plug_images.v1, tag)
+    udlib.docker("tag", images["v1"], tag)
     port = free_port()
     u = plug.start(_options(plug, port, tag), name="canary")
     d = u.wait_ready(port)
@@ -175,7 +208,7 @@ def test_broken_image_never_takes_traffic_and_a_good_one_rolls_out_after(plug, p
         if kind == "tag-removed":
             udlib.docker("rmi", tag)
         else:
-            udlib.docker("tag", broken_images[kind], tag)
+            udlib.docker("tag", images[kind], tag)
         chain.request("fifo" if kind == "syntax" else "touch")
         chain.wait("[docker] rollout of image", 1)
         n = len(loop.versions())
@@ -188,7 +221,7 @@ def test_broken_image_never_takes_traffic_and_a_good_one_rolls_out_after(plug, p
         # every worker still serves the image it had
         for _ in range(3 * WORKERS):
             assert get_json(port)["mnt_ns"] == serving_ns
-        udlib.docker("tag", plug_images.v2, tag)
+        udlib.docker("tag", images["v2"], tag)
         chain.request()
         chain.wait("[docker] rolled out image", 1)
         n = len(loop.versions())
