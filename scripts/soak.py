@@ -17,6 +17,20 @@ unread connection) is read before and after.
 
 Output: one JSON object on stdout. The uWSGI log (time-stamped, seconds since start) goes to --log.
 
+  --retag SRC1,SRC2,DST
+                     tags SRC1 onto DST before uWSGI starts, then before each reload the other one
+                     (SRC2, SRC1, SRC2, ...), so every full reload and every rollout moves to a
+                     different image (an instance with docker-image = DST, form 1). A full reload is
+                     then done only once an answer comes with a version other than the one before.
+  --chain-done REGEX the log line that ends a chain reload; default: "rolled out image" (the docker
+                     plugin's rollout) if the ini has docker-image, else "chain reloading complete".
+                     In form 1 a "rollout of image ... stopped" line counts as a failed reload.
+
+The JSON has, besides the totals, per_reload_longest_gap_s (a list per kind, in order: the longest
+gap between two successive answers, any client, ending between the touch and the reload's end, or
+shortly after it) and per_reload (kind, seconds, longest gap, failed requests, versions before and
+after).
+
   --plain-demo DIR   writes a self-contained plain-uWSGI ini + trivial WSGI app into DIR (4 workers,
                      lazy-apps, master, http-socket on 127.0.0.1, Debian's python3 plugin) and soaks
                      that; the other options default from it.
@@ -24,6 +38,7 @@ Output: one JSON object on stdout. The uWSGI log (time-stamped, seconds since st
 Run with /usr/bin/python3 (any Python 3 works: only the standard library is used).
 """
 import argparse
+import bisect
 import configparser
 import http.client
 import json
@@ -185,6 +200,12 @@ class Log:
 
 def get(port):
     """One GET / over a new connection: (pid, None) or (None, (stage, class, message))."""
+    answer, err = get_answer(port)
+    return (answer[0] if answer else None), err
+
+
+def get_answer(port):
+    """One GET / over a new connection: ((pid, version), None) or (None, (stage, class, msg))."""
     stage = "connect"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
     try:
@@ -196,7 +217,8 @@ def get(port):
         body = r.read()
         if r.status != 200:
             return None, (stage, f"HTTP{r.status}", body[:200].decode("utf-8", "replace"))
-        return json.loads(body).get("pid"), None
+        d = json.loads(body)
+        return (d.get("pid"), d.get("version")), None
     except Exception as e:  # every kind of failure counts
         return None, (stage, type(e).__name__, str(e)[:200])
     finally:
@@ -208,7 +230,7 @@ class Clients:
         self.port = port
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.ok = []        # (monotonic end, pid)
+        self.ok = []        # (monotonic end, pid, version)
         self.failures = []  # (monotonic start, monotonic end, client, stage, class, message)
         self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True)
                         for i in range(k)]
@@ -220,22 +242,26 @@ class Clients:
     def run(self, i):
         while not self.stop.is_set():
             t = time.monotonic()
-            pid, err = get(self.port)
+            answer, err = get_answer(self.port)
             e = time.monotonic()
             with self.lock:
                 if err:
                     self.failures.append((t, e, i) + err)
                 else:
-                    self.ok.append((e, pid))
+                    self.ok.append((e,) + answer)
             if err:
                 time.sleep(0.005)  # no busy loop while nothing listens
 
     def ok_since(self, t):
         with self.lock:
-            return [(tt, pid) for tt, pid in self.ok if tt >= t]
+            return [a for a in self.ok if a[0] >= t]
 
     def pids_since(self, t):
-        return {pid for _, pid in self.ok_since(t)}
+        return {a[1] for a in self.ok_since(t)}
+
+    def last_version(self):
+        with self.lock:
+            return self.ok[-1][2] if self.ok else None
 
     def finish(self):
         self.stop.set()
@@ -250,9 +276,24 @@ def touch(path, counter):
     os.utime(path, (t, t))
 
 
+def docker_tag(src, dst):
+    p = subprocess.run(["docker", "tag", src, dst], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise SystemExit(f"soak: docker tag {src} {dst} failed: {p.stderr.strip()}")
+
+
 def soak(args):
     t0 = time.monotonic()
     ini = read_ini(args.ini)
+    retag = args.retag.split(",") if args.retag else None
+    if retag and (len(retag) != 3 or not all(retag)):
+        raise SystemExit("soak: --retag takes SRC1,SRC2,DST")
+    chain_done = args.chain_done or (r"rolled out image" if ini.get("docker-image")
+                                     else r"chain reloading complete")
+    chain_stop = r"rollout of image .* stopped" if ini.get("docker-image") else None
+    if retag:
+        docker_tag(retag[0], retag[2])
     workers = int(ini.get("workers") or ini.get("processes") or 1)
     logto = ini.get("logto") or ini.get("daemonize")
     log = Log(args.log, t0)
@@ -267,6 +308,7 @@ def soak(args):
               "clients": args.clients, "uwsgi_pid": proc.pid}
     clients = None
     windows = []  # (kind, start, end, ok)
+    versions = []  # (version before the touch, versions answered after the end)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
@@ -288,10 +330,13 @@ def soak(args):
             f = [p for p in plan if p[0] == "full"]
             c = [p for p in plan if p[0] == "chain"]
             plan = [x for pair in zip(f, c) for x in pair] + f[len(c):] + c[len(f):]
-        for kind, path in plan:
+        for n, (kind, path) in enumerate(plan):
             if not path:
                 raise SystemExit(f"soak: no touch file for a {kind} reload")
+            if retag:
+                docker_tag(retag[(n + 1) % 2], retag[2])
             before = clients.pids_since(time.monotonic() - 2.0)
+            v_before = clients.last_version()
             mark = log.mark()
             ts = time.monotonic()
             touch(path, counter)
@@ -301,16 +346,25 @@ def soak(args):
                 ok = ok and log.wait_for(rf"spawned uWSGI worker {workers} ", m2,
                                          RELOAD_TIMEOUT) is not None
                 end = time.monotonic() + RELOAD_TIMEOUT
-                while ok and not (clients.pids_since(ts) - before) and time.monotonic() < end:
+                while ok and time.monotonic() < end:
+                    new = [a for a in clients.ok_since(ts) if a[1] not in before]
+                    if new and (not retag or any(a[2] != v_before for a in new)):
+                        break
                     time.sleep(0.01)
+                else:
+                    ok = False
             else:
-                ok = log.wait_for(r"chain reloading complete", mark, RELOAD_TIMEOUT) is not None
+                pattern = chain_done + (f"|{chain_stop}" if chain_stop else "")
+                line = log.wait_for(pattern, mark, RELOAD_TIMEOUT)
+                ok = line is not None and re.search(chain_done, line[1]) is not None
             te = time.monotonic()
             windows.append((kind, ts, te, ok))
+            versions.append([v_before, None])
             if not ok:
                 print(f"soak: {kind} reload #{len(windows)} did not complete", file=sys.stderr)
                 break
             time.sleep(args.pause)
+            versions[-1][1] = sorted({str(a[2]) for a in clients.ok_since(te)})
         clients.finish()
         stop_t = time.monotonic()
         aoc1 = abort_on_close()
@@ -326,6 +380,7 @@ def soak(args):
                 proc.wait(10)
         log.stop.set()
     result.update(report(clients, windows, log, start, stop_t, args.pause))
+    result.update(per_reload(clients, windows, versions, args.pause))
     result["tcp_abort_on_close_delta"] = (aoc1 - aoc0) if None not in (aoc0, aoc1) else None
     result["elapsed_s"] = round(stop_t - start, 2)
     return result
@@ -340,7 +395,7 @@ def phase_of(t, windows, pause):
 
 
 def report(clients, windows, log, start, stop, pause):
-    ok = sorted(clients.ok)
+    ok = sorted(clients.ok, key=lambda a: a[0])
     fails = sorted(clients.failures)
     kills = sorted(log.times_of(r"Gracefully killing worker"))
     out = {
@@ -351,7 +406,7 @@ def report(clients, windows, log, start, stop, pause):
         "requests": len(ok) + len(fails),
         "ok": len(ok),
         "failed": len(fails),
-        "distinct_pids": len({p for _, p in ok}),
+        "distinct_pids": len({a[1] for a in ok}),
     }
     by_kind, by_phase = {}, {}
     for f in fails:
@@ -364,7 +419,7 @@ def report(clients, windows, log, start, stop, pause):
     # Gaps between consecutive successful answers (any client), attributed to where they end.
     gaps = {"overall": 0.0, "full": 0.0, "chain": 0.0, "idle": 0.0}
     prev = start
-    for t, _ in ok:
+    for t, *_ in ok:
         g = t - prev
         ph = phase_of(t, windows, pause)
         gaps["overall"] = max(gaps["overall"], g)
@@ -394,7 +449,29 @@ def report(clients, windows, log, start, stop, pause):
     return out
 
 
+def per_reload(clients, windows, versions, pause):
+    """Each reload's longest gap between two successive answers (any client) that ends between
+    its touch and its end + min(pause, 1 s); its failed requests (started in that window)."""
+    times = sorted(a[0] for a in clients.ok)
+    fails = sorted(f[0] for f in clients.failures)
+    rows, gaps = [], {"full": [], "chain": []}
+    for (kind, s, e, ok), (v_before, v_after) in zip(windows, versions):
+        w_end = e + min(pause, 1.0)
+        i = bisect.bisect_left(times, s)
+        j = bisect.bisect_right(times, w_end)
+        longest = max((times[k] - times[k - 1] for k in range(max(i, 1), j)), default=None)
+        if longest is None:  # no answer at all in the window: up to its end
+            longest = w_end - (times[i - 1] if i else s)
+        failed = bisect.bisect_right(fails, w_end) - bisect.bisect_left(fails, s)
+        gaps[kind].append(round(longest, 4))
+        rows.append({"kind": kind, "ok": ok, "seconds": round(e - s, 3),
+                     "longest_gap_s": round(longest, 4), "failed": failed,
+                     "version_before": v_before, "versions_after": v_after})
+    return {"per_reload_longest_gap_s": gaps, "per_reload": rows}
+
+
 def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("soak: terminated (SIGTERM)"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ini")
     ap.add_argument("--port", type=int)
@@ -406,6 +483,9 @@ def main():
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--pause", type=float, default=0.5)
     ap.add_argument("--interleave", action="store_true", help="alternate full and chain reloads")
+    ap.add_argument("--retag", metavar="SRC1,SRC2,DST",
+                    help="docker tag SRC1/SRC2 alternately onto DST before each reload")
+    ap.add_argument("--chain-done", metavar="REGEX", help="the log line that ends a chain reload")
     ap.add_argument("--plain-demo", metavar="DIR",
                     help="write a plain-uWSGI ini + app into DIR and soak it")
     args = ap.parse_args()

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -114,18 +115,12 @@ static char *find_helper(const char *name)
 	return NULL;
 }
 
-/* The child of ud_spawn(): no handler of the master's may run in it, and only the hand-off socket
- * (as fd 3) and the error pipe (as stderr) cross into the helper. */
-static __attribute__((noreturn)) void exec_child(const char *path, char **argv, char **envp,
-						 int sock, int errw)
+/* The helper's process: stdio, the hand-off socket as fd 3, the error pipe as stderr, and
+ * nothing else. It dies with its parent (the keeper below), whatever kills that. */
+static __attribute__((noreturn)) void exec_helper(const char *path, char **argv, char **envp,
+						  int sock, int errw)
 {
-	struct sigaction dfl = {.sa_handler = SIG_DFL};
-	for (int sig = 1; sig < NSIG; sig++)
-		sigaction(sig, &dfl, NULL);
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (dup2(errw, 2) < 0 || dup2(sock, 3) < 0)
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || dup2(errw, 2) < 0 || dup2(sock, 3) < 0)
 		_exit(UD_EXIT_CANNOT_EXEC);
 	syscall(SYS_close_range, 4U, ~0U, 0U);
 	execve(path, argv, envp);
@@ -135,9 +130,36 @@ static __attribute__((noreturn)) void exec_child(const char *path, char **argv, 
 	_exit(UD_EXIT_CANNOT_EXEC);
 }
 
-/* A child that sends no SIGCHLD when it exits (exit_signal 0): uWSGI's master reaps every child
- * with waitpid(-1) and would take the helper's exit status (and log it as a stray subprocess);
- * waitpid(-1) without __WALL never sees such a "clone child". We reap it through its pidfd. */
+/* The keeper: a copy of the master that runs no code of the master's (every handler reset,
+ * every signal unblocked), starts the helper and exits with its status, or 128 + the signal
+ * that killed it. It never executes anything itself: see spawn_quiet(). */
+static __attribute__((noreturn)) void keeper(const char *path, char **argv, char **envp, int sock,
+					     int errw)
+{
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &dfl, NULL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	pid_t pid = vfork();
+	if (pid == 0)
+		exec_helper(path, argv, envp, sock, errw);
+	if (pid < 0)
+		_exit(UD_EXIT_CANNOT_EXEC);
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			_exit(UD_EXIT_CANNOT_EXEC);
+	_exit(WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
+}
+
+/* uWSGI's master reaps every child with waitpid(-1): it would take the helper's exit status
+ * from us (and log it as a stray subprocess). waitpid(-1) without __WALL skips a "clone child",
+ * one whose exit_signal is not SIGCHLD; but the kernel turns exit_signal back to SIGCHLD when
+ * such a child executes a program (exit_notify(): a changed self_exec_id). So the clone child
+ * (exit_signal 0, reaped through its pidfd) is a keeper that never executes anything and runs
+ * the helper as its own child. */
 static pid_t spawn_quiet(const char *path, char **argv, char **envp, int sock, int errw,
 			 int *pidfd)
 {
@@ -152,7 +174,7 @@ static pid_t spawn_quiet(const char *path, char **argv, char **envp, int sock, i
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pid_t pid = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (pid == 0)
-		exec_child(path, argv, envp, s, w);
+		keeper(path, argv, envp, s, w);
 	int err = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	errno = err;
@@ -219,9 +241,12 @@ static int reap(struct ud_helper_run *run)
 		;
 	ud_closep(&run->pidfd);
 	run->pid = -1;
+	/* As a wait status: the keeper reports a signal that killed the helper as 128 + it. */
+	if (si.si_code == CLD_EXITED && si.si_status > 128)
+		return si.si_status - 128;
 	if (si.si_code == CLD_EXITED)
 		return si.si_status << 8;
-	return si.si_status & 0x7f; /* killed: as a wait status */
+	return si.si_status & 0x7f;
 }
 
 /* Receives the namespace, bounded in time (the helper's own requests time out, and it is killed

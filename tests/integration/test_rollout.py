@@ -260,6 +260,8 @@ def test_twenty_rollouts_leave_fds_and_namespaces_flat(plug, plug_images):
     assert _fd_count(u.pid) == fds, f"master fds {fds} -> {_fd_count(u.pid)}: " \
                                     f"{sorted(os.listdir(f'/proc/{u.pid}/fd'))}"
     assert len(_live_mnt_namespaces()) == nss, "mount namespaces accumulated over 20 rollouts"
+    # the helper's exit status is ours: uWSGI's master never reaped it as a stray child
+    assert "subprocess" not in u.log(), [l for l in u.log().splitlines() if "subprocess" in l]
     assert {get_json(port)["version"] for _ in range(2 * WORKERS)} == {"v1"}
     plug.stop_and_check(u)
 
