@@ -217,6 +217,12 @@ static void docker_master_cycle(void)
 	ud_graceful_nudge();
 }
 
+/* The master, before it exits or re-executes itself (uwsgi_reload()). */
+static void docker_master_cleanup(void)
+{
+	ud_stash_save();
+}
+
 static void docker_post_init(void)
 {
 	if (ud.form != UD_FORM_WORKERS)
@@ -233,4 +239,5 @@ struct uwsgi_plugin docker_plugin = {
 	.post_fork = docker_post_fork,
 	.post_init = docker_post_init,
 	.master_cycle = docker_master_cycle,
+	.master_cleanup = docker_master_cleanup,
 };

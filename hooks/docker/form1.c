@@ -97,6 +97,7 @@ void ud_form1_jail(void)
 	ud.form = UD_FORM_WORKERS;
 	refuse_mules();
 	ud_rollout_init();
+	ud_stash_take();
 	start_helper();
 	install_fork_hooks();
 	/* Now, not once the helper is done: uWSGI reads both before post_init. */
@@ -111,9 +112,13 @@ void ud_form1_jail(void)
 void ud_form1_ready(void)
 {
 	ud_error e = {0};
-	if (ud_helper_finish(&helper_run, &ud.h, &e) < 0)
-		ud_die(&e);
-	ud_refuse_own_namespace(&ud.h);
+	if (ud_helper_finish(&helper_run, &ud.h, &e) < 0 ||
+	    ud_handoff_check_foreign(&ud.h, &e) < 0) {
+		/* A reload never makes things worse: only a first start fails. */
+		if (ud_stash_fall_back(&e) < 0)
+			ud_die(&e);
+	} else
+		ud_stash_drop();
 	for (int i = 0; i < ud.h.n_fds; i++)
 		uwsgi_add_safe_fd(ud.h.fds[i]);
 	char nsbuf[64];

@@ -74,6 +74,12 @@ void ud_rollout_before_fork(void);
 struct ud_handoff *ud_rollout_pick(int wid);
 void ud_rollout_report_apps(void);
 
+/* stash.c: a full reload that cannot resolve serves the previous generation's namespace. */
+void ud_stash_save(void);
+void ud_stash_take(void);
+void ud_stash_drop(void);
+int ud_stash_fall_back(const ud_error *why);
+
 /* graceful.c: a worker's SIGHUP that never resets a client's connection. */
 void ud_graceful_install(void);
 void ud_graceful_nudge(void);

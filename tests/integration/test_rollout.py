@@ -13,7 +13,7 @@ import pytest
 
 import debian_image
 import udlib
-from plugin_support import (PREFIX, TEST_MNT_NS, Harness, RequestLoop, all_pids, form1_options,
+from plugin_support import (INIT_COMM, PREFIX, TEST_MNT_NS, Harness, RequestLoop, all_pids, form1_options,
                             free_port, get_json, ns_of, plug_images, wait_for, _build)
 
 assert plug_images  # a fixture, used by name
@@ -331,3 +331,55 @@ def test_soak_full_reloads_and_rollouts_under_four_clients(plug, plug_images):
     assert failures == [], f"{len(failures)} of {answered + len(failures)} requests failed, " \
                            f"first: {failures[:5]}\n{u.log()[-4000:]}"
     plug.stop_and_check(u)
+
+
+def test_a_full_reload_that_cannot_resolve_keeps_serving_the_previous_image(plug, plug_images):
+    """A reload never makes things worse: the tag is gone at a full reload, the re-executed master
+    serves the namespace it was handed (in the PID namespace its /proc belongs to), logs one
+    line, and the next reload with a tag picks up the new image."""
+    tag = PREFIX + "keepserving:live"
+    plug_images.extra_tags.append(tag)
+    udlib.docker("tag", plug_images.v1, tag)
+    port = free_port()
+    u = plug.start(_options(plug, port, tag), name="keepserving")
+    d = u.wait_ready(port)
+    serving_ns = d["mnt_ns"]
+    loop = RequestLoop(port, max_seconds=120)
+    loop.start()
+    try:
+        assert wait_for(lambda: len(loop.versions()) >= 20, timeout=20), "request loop stalled"
+        udlib.docker("rmi", tag)
+        _touch(plug.path("reload"), time.time() + 10)
+        assert wait_for(lambda: _docker_lines(u.log(), "keep serving"), timeout=60), \
+            u.log()[-4000:]
+        assert wait_for(lambda: get_json(port)["environ"].get("UWSGI_RELOADS") == "1",
+                        timeout=30), u.log()[-3000:]
+        n = len(loop.versions())
+        assert wait_for(lambda: len(loop.versions()) >= n + 50, timeout=20)
+        d = get_json(port)
+        assert d["version"] == "v1" and d["mnt_ns"] == serving_ns
+        assert os.path.isdir("/proc/self") and d["pid"] < 100, "the workers' /proc is not theirs"
+        lines = _docker_lines(u.log(), "keep serving")
+        assert len(lines) == 1 and "not found" in lines[0], lines
+        udlib.docker("tag", plug_images.v2, tag)
+        _touch(plug.path("reload"), time.time() + 20)
+        assert wait_for(lambda: get_json(port)["version"] == "v2", timeout=60), u.log()[-3000:]
+        n = len(loop.versions())
+        assert wait_for(lambda: len(loop.versions()) >= n + 20, timeout=20)
+    finally:
+        loop.finish()
+    _assert_no_failures(loop, u)
+    inits = [p for p in all_pids() if ns_of(p) and _is_init_of(p, u.pid)]
+    assert len(inits) == 1, f"PID namespace inits of this instance: {inits}"
+    plug.stop_and_check(u)
+
+
+def _is_init_of(pid, master):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/comm") as f:
+            name = f.read().strip()
+    except OSError:
+        return False
+    return int(rest[1]) == master and name == INIT_COMM and rest[0] != "Z"
