@@ -124,3 +124,24 @@ int ud_appenv_refresh_runtimes(ud_error *e)
 			       "could not give Python's os.environ the image's Env");
 	return 0;
 }
+
+/* The master, before the first worker: the modules uWSGI's Python plugin imports in every worker
+ * right after fork (random, to reseed it; threading, to name the thread) are imported once here,
+ * from the host's standard library like the rest of the interpreter's start, instead of once
+ * per worker from the image. Best effort: a worker imports whatever is missing. */
+void ud_appenv_preload_runtimes(void)
+{
+	static const char *const modules[] = {"random", "threading"};
+	struct py_api py;
+	if (!dlsym(RTLD_DEFAULT, "Py_IsInitialized") || !py_lookup(&py) || !py.is_initialized())
+		return;
+	int gil = py.gil_ensure();
+	for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++) {
+		void *m = py.import_module(modules[i]);
+		if (m)
+			py.decref(m);
+		else
+			py.err_clear();
+	}
+	py.gil_release(gil);
+}

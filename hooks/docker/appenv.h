@@ -15,4 +15,8 @@ int ud_appenv_apply(char *const *env, size_t n_env, ud_error *e);
  * such runtime is loaded. */
 int ud_appenv_refresh_runtimes(ud_error *e);
 
+/* The master: imports what every worker's runtime imports right after fork (Python's random
+ * and threading), once, from the host's standard library. */
+void ud_appenv_preload_runtimes(void);
+
 #endif

@@ -229,6 +229,7 @@ static void docker_post_init(void)
 		return;
 	ud_form1_ready();
 	ud_chown_sockets();
+	ud_appenv_preload_runtimes();
 }
 
 struct uwsgi_plugin docker_plugin = {
