@@ -14,7 +14,7 @@ import pytest
 import debian_image
 import udlib
 from plugin_support import (INIT_COMM, PREFIX, TEST_MNT_NS, Harness, RequestLoop, all_pids, form1_options,
-                            free_port, get_json, ns_of, plug_images, wait_for, _build)
+                            free_port, get_json, ns_of, plug_images, wait_for, write_ini, _build)
 
 assert plug_images  # a fixture, used by name
 
@@ -333,7 +333,9 @@ def test_soak_full_reloads_and_rollouts_under_four_clients(plug, plug_images):
     plug.stop_and_check(u)
 
 
-def test_a_full_reload_that_cannot_resolve_keeps_serving_the_previous_image(plug, plug_images):
+@pytest.mark.parametrize("how", ["tag-removed", "helper-killed"])
+def test_a_full_reload_that_cannot_resolve_keeps_serving_the_previous_image(plug, plug_images,
+                                                                           how):
     """A reload never makes things worse: the tag is gone at a full reload, the re-executed master
     serves the namespace it was handed (in the PID namespace its /proc belongs to), logs one
     line, and the next reload with a tag picks up the new image."""
@@ -341,14 +343,23 @@ def test_a_full_reload_that_cannot_resolve_keeps_serving_the_previous_image(plug
     plug_images.extra_tags.append(tag)
     udlib.docker("tag", plug_images.v1, tag)
     port = free_port()
-    u = plug.start(_options(plug, port, tag), name="keepserving")
+    opts = _options(plug, port, tag)
+    u = plug.start(opts, name="keepserving")
     d = u.wait_ready(port)
     serving_ns = d["mnt_ns"]
+    killer = plug.path("killed-helper.sh")
+    with open(killer, "w") as f:
+        f.write("#!/bin/sh\nkill -9 $$\n")
+    os.chmod(killer, 0o755)
+    ini = plug.path("keepserving.ini")
     loop = RequestLoop(port, max_seconds=120)
     loop.start()
     try:
         assert wait_for(lambda: len(loop.versions()) >= 20, timeout=20), "request loop stalled"
-        udlib.docker("rmi", tag)
+        if how == "tag-removed":
+            udlib.docker("rmi", tag)
+        else:  # a full reload reads the ini again
+            write_ini(ini, [(k, killer if k == "docker-helper" else v) for k, v in opts])
         _touch(plug.path("reload"), time.time() + 10)
         assert wait_for(lambda: _docker_lines(u.log(), "keep serving"), timeout=60), \
             u.log()[-4000:]
@@ -360,7 +371,9 @@ def test_a_full_reload_that_cannot_resolve_keeps_serving_the_previous_image(plug
         assert d["version"] == "v1" and d["mnt_ns"] == serving_ns
         assert os.path.isdir("/proc/self") and d["pid"] < 100, "the workers' /proc is not theirs"
         lines = _docker_lines(u.log(), "keep serving")
-        assert len(lines) == 1 and "not found" in lines[0], lines
+        assert len(lines) == 1, lines
+        assert ("not found" if how == "tag-removed" else "killed by signal 9") in lines[0], lines
+        write_ini(ini, opts)
         udlib.docker("tag", plug_images.v2, tag)
         _touch(plug.path("reload"), time.time() + 20)
         assert wait_for(lambda: get_json(port)["version"] == "v2", timeout=60), u.log()[-3000:]
