@@ -91,6 +91,7 @@ void ud_docker_close(struct ud_docker *d)
 	if (d->curl)
 		curl_easy_cleanup(d->curl);
 	free(d->socket_path);
+	free(d->inspect_body);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -152,6 +153,7 @@ static long http_get(struct ud_docker *d, const char *path, struct answer *a, ud
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, a);
 	CURLcode rc = curl_easy_perform(c);
+	d->unreachable = rc != CURLE_OK && !a->too_big;
 	if (rc != CURLE_OK) {
 		free(a->body);
 		a->body = NULL;
@@ -261,7 +263,9 @@ int ud_docker_inspect_raw(struct ud_docker *d, const char *ref, struct ud_image 
 	if (inspect_get(d, ref, &a, e) < 0)
 		return ud_context(e, "image '%s'", ref);
 	int r = ud_parse_inspect(a.body, a.len, ref, img, e);
-	free(a.body);
+	free(d->inspect_body);
+	d->inspect_body = a.body;
+	d->inspect_len = a.len;
 	if (r < 0)
 		return ud_context(e, "image '%s' at unix://%s", ref, d->socket_path);
 	return 0;

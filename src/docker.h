@@ -16,6 +16,9 @@ struct ud_docker {
 	long timeout_ms;      /* per request */
 	char api[16];         /* negotiated, e.g. "1.41" */
 	void *curl;           /* CURL *, reused so the connection is kept */
+	bool unreachable;     /* the last request failed in transport: no answer at all */
+	char *inspect_body;   /* the last image inspect answer, as the daemon sent it */
+	size_t inspect_len;
 };
 
 /* host: NULL (DOCKER_HOST or /var/run/docker.sock), "unix:///path" or "/path". */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -12,6 +13,7 @@
 #include "docker.h"
 #include "error.h"
 #include "export.h"
+#include "lastgood.h"
 #include "lowers.h"
 #include "pin.h"
 #include "plan.h"
@@ -161,15 +163,53 @@ static int deliver(struct run *r)
 	return ud_sockets_hand_off(r->sock, &r->img, &r->ns, &r->e);
 }
 
+/* The daemon gave no answer at all (not an error answer): the reference's last good resolution,
+ * if every layer of it is still there; one line says so. Export mode has none. */
+static int resolve_offline(struct run *r)
+{
+	const struct ud_cli *c = &r->c;
+	ud_error le = {0};
+	time_t when;
+	char buf[1400], date[32];
+	ud_image_free(&r->img);
+	if (c->layers == UD_LAYERS_EXPORT ||
+	    ud_lastgood_resolve(UD_LASTGOOD_DIR, r->d.socket_path, c->o.image, &r->img, &when,
+				&le) < 0)
+		return -1; /* the daemon's failure is the one to report */
+	strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", localtime(&when));
+	fprintf(stderr, UD_CLI_PROG ": %s: using the last good resolution of '%s' (%s, kept %s)\n",
+		ud_error_text(&r->e, buf, sizeof(buf)), c->o.image, r->img.id, date);
+	r->e = (ud_error){0};
+	return 0;
+}
+
+/* Resolved to the daemon's own directories (vouched for by rootmemo): keep it for the day the
+ * daemon does not answer. */
+static void remember(struct run *r)
+{
+	if (!r->img.from_cache && r->d.inspect_body && !r->c.print && geteuid() == 0)
+		ud_lastgood_save(UD_LASTGOOD_DIR, r->d.socket_path, r->c.o.image,
+				 r->d.inspect_body, r->d.inspect_len);
+}
+
+static int resolve(struct run *r)
+{
+	if (ud_docker_negotiate(&r->d, &r->e) < 0 || resolve_layers(r) < 0)
+		return r->d.unreachable ? resolve_offline(r) : -1;
+	remember(r);
+	return 0;
+}
+
 static int run(struct run *r)
 {
 	const struct ud_cli *c = &r->c;
-	if (ud_docker_open(&r->d, c->o.docker_host, c->o.timeout_ms, &r->e) < 0 ||
-	    ud_docker_negotiate(&r->d, &r->e) < 0)
+	if (ud_docker_open(&r->d, c->o.docker_host, c->o.timeout_ms, &r->e) < 0)
 		return -1;
 	if (c->prune)
-		return ud_cache_prune(&r->d, c->cache_dir, stdout, &r->e);
-	if (resolve_layers(r) < 0 || ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
+		return ud_docker_negotiate(&r->d, &r->e) < 0
+			       ? -1
+			       : ud_cache_prune(&r->d, c->cache_dir, stdout, &r->e);
+	if (resolve(r) < 0 || ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
 		return -1;
 	if (c->print)
 		return print_plan(r);

@@ -275,5 +275,7 @@ int ud_helper_finish(struct ud_helper_run *run, struct ud_handoff *h, ud_error *
 	}
 	if (r < 0)
 		*e = re;
+	else if (msg[0]) /* a warning of a run that succeeded (e.g. the daemon was down) */
+		uwsgi_log(LOG_PREFIX "%s\n", msg);
 	return r;
 }
