@@ -662,3 +662,10 @@ print("| ratio | value | target | |")
 print("| --- | ---: | ---: | --- |")
 print("| export warm / direct | %.2f | ≤ 1.2 | %s |" % (r, "PASS" if r <= 1.2 else "MISS"))
 EOF
+
+# ==================================================================================================
+# 4. Rollouts: a Flask app on a Debian 12 image, 4 workers, 4 clients (scripts/bench_rollout.py)
+# ==================================================================================================
+# Longest gap across a rollout vs full reloads (form 1, plain uWSGI), then a soak of BENCH_SOAK full
+# reloads + BENCH_SOAK rollouts (default 30 each) against the same on plain uWSGI.
+"$PY" "$SCRIPTS/bench_rollout.py" "$HELPER"

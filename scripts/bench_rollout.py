@@ -131,7 +131,7 @@ class Instance:
         log = os.path.join(self.dir, f"log-{tag}")
         argv = [PY, os.path.join(SCRIPTS, "soak.py"), "--ini", self.ini, "--port", str(self.port),
                 "--log", log, "--full", str(full), "--chain", str(chain),
-                "--clients", str(CLIENTS), "--pause", str(pause)]
+                "--clients", str(CLIENTS), "--pause", str(pause), "--path", "/light"]
         if interleave:
             argv.append("--interleave")
         if retag:

@@ -27,6 +27,8 @@ PACKAGES=(
 	libarchive-dev podman
 	# make bench: HTTP load generator for the uWSGI requests-per-second figures
 	wrk
+	# make bench: the Flask app of the rollout bench, under plain uWSGI on the host
+	python3-flask
 )
 
 DOCKER_SOCK=/var/run/docker.sock

@@ -55,6 +55,7 @@ UWSGI = "/usr/bin/uwsgi"
 READY_TIMEOUT = 30.0
 RELOAD_TIMEOUT = 60.0
 REQUEST_TIMEOUT = 10.0
+PATH = ["/"]  # what the clients ask for (--path)
 NEAR = 0.25  # a failure this soon after "Gracefully killing worker" counts as "right after"
 
 PLAIN_APP = '''import os
@@ -204,21 +205,25 @@ def get(port):
     return (answer[0] if answer else None), err
 
 
-def get_answer(port):
-    """One GET / over a new connection: ((pid, version), None) or (None, (stage, class, msg))."""
+def get_answer(port, path=None):
+    """One GET / over a new connection: ((pid, version), None) or (None, (stage, class, msg));
+    pid is "PID@MNT_NS" if the answer has an mnt_ns field."""
     stage = "connect"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
     try:
         conn.connect()
         stage = "send"
-        conn.request("GET", "/")
+        conn.request("GET", path or PATH[0])
         stage = "response"
         r = conn.getresponse()
         body = r.read()
         if r.status != 200:
             return None, (stage, f"HTTP{r.status}", body[:200].decode("utf-8", "replace"))
         d = json.loads(body)
-        return (d.get("pid"), d.get("version")), None
+        # pid alone does not tell generations apart when workers live in a pid namespace (the
+        # docker plugin's): with the app's mnt_ns (each generation has its own), it does.
+        ident = f"{d.get('pid')}@{d['mnt_ns']}" if d.get("mnt_ns") else d.get("pid")
+        return (ident, d.get("version")), None
     except Exception as e:  # every kind of failure counts
         return None, (stage, type(e).__name__, str(e)[:200])
     finally:
@@ -226,31 +231,53 @@ def get_answer(port):
 
 
 class Clients:
+    """K client processes (not threads: with threads in one interpreter, the GIL and this
+    script's own log readers put gaps of their own between answers, ~100 ms seen). Each process
+    stamps its requests with CLOCK_MONOTONIC, which all processes share, and sends them here."""
+
     def __init__(self, port, k):
+        import multiprocessing
         self.port = port
-        self.stop = threading.Event()
+        self.mp = multiprocessing.get_context("fork")
+        self.stop = self.mp.Event()
+        self.queue = self.mp.Queue()
         self.lock = threading.Lock()
         self.ok = []        # (monotonic end, pid, version)
         self.failures = []  # (monotonic start, monotonic end, client, stage, class, message)
-        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True)
-                        for i in range(k)]
+        self.procs = [self.mp.Process(target=self.run, args=(i,), daemon=True) for i in range(k)]
+        self.collector = threading.Thread(target=self.collect, daemon=True)
 
     def start(self):
-        for t in self.threads:
-            t.start()
+        for p in self.procs:
+            p.start()
+        self.collector.start()
 
     def run(self, i):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        path = PATH[0]
         while not self.stop.is_set():
             t = time.monotonic()
-            answer, err = get_answer(self.port)
+            answer, err = get_answer(self.port, path)
             e = time.monotonic()
-            with self.lock:
-                if err:
-                    self.failures.append((t, e, i) + err)
-                else:
-                    self.ok.append((e,) + answer)
+            self.queue.put(("fail", (t, e, i) + err) if err else ("ok", (e,) + answer))
             if err:
                 time.sleep(0.005)  # no busy loop while nothing listens
+        self.queue.put(("done", i))
+
+    def collect(self):
+        done = 0
+        while done < len(self.procs):
+            try:
+                kind, item = self.queue.get(timeout=REQUEST_TIMEOUT + 10)
+            except Exception:
+                return
+            with self.lock:
+                if kind == "ok":
+                    self.ok.append(item)
+                elif kind == "fail":
+                    self.failures.append(item)
+                else:
+                    done += 1
 
     def ok_since(self, t):
         with self.lock:
@@ -265,8 +292,14 @@ class Clients:
 
     def finish(self):
         self.stop.set()
-        for t in self.threads:
-            t.join(REQUEST_TIMEOUT + 5)
+        self.collector.join(REQUEST_TIMEOUT + 15)
+        for p in self.procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+        with self.lock:
+            self.ok.sort()
+            self.failures.sort()
 
 
 def touch(path, counter):
@@ -347,8 +380,12 @@ def soak(args):
                                          RELOAD_TIMEOUT) is not None
                 end = time.monotonic() + RELOAD_TIMEOUT
                 while ok and time.monotonic() < end:
-                    new = [a for a in clients.ok_since(ts) if a[1] not in before]
-                    if new and (not retag or any(a[2] != v_before for a in new)):
+                    # With --retag the new generation answers with the other version (pids, and
+                    # the mnt_ns inode numbers of a pid namespace's workers, can repeat).
+                    if retag:
+                        if any(a[2] != v_before for a in clients.ok_since(ts)):
+                            break
+                    elif clients.pids_since(ts) - before:
                         break
                     time.sleep(0.01)
                 else:
@@ -481,6 +518,7 @@ def main():
     ap.add_argument("--full", type=int, default=30)
     ap.add_argument("--chain", type=int, default=30)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--path", default="/", help="the path the clients GET (default /)")
     ap.add_argument("--pause", type=float, default=0.5)
     ap.add_argument("--interleave", action="store_true", help="alternate full and chain reloads")
     ap.add_argument("--retag", metavar="SRC1,SRC2,DST",
@@ -489,6 +527,7 @@ def main():
     ap.add_argument("--plain-demo", metavar="DIR",
                     help="write a plain-uWSGI ini + app into DIR and soak it")
     args = ap.parse_args()
+    PATH[0] = args.path
     if args.plain_demo:
         args.port = args.port or free_port()
         args.ini = write_plain_demo(args.plain_demo, args.port)

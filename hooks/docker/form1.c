@@ -35,6 +35,7 @@ static void worker_fixup(void)
 {
 	if (uwsgi.mywid <= 0 || ud.form != UD_FORM_WORKERS)
 		return;
+	ud_graceful_loaded();
 	ud_rollout_report_apps();
 	ud_graceful_install();
 }
@@ -137,6 +138,7 @@ void ud_form1_enter_worker(void)
 	if (h->n_fds < 1)
 		ud_dief(0, "no namespace to enter for image '%s'", ud.image);
 	ud_pidns_close(&ud.pidns);
+	ud_graceful_load_gently();
 	/* The master's chdir option names a path for the app: inside the image. */
 	ud_enter_image(h, uwsgi.chdir ? uwsgi.chdir : h->workdir);
 }

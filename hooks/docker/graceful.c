@@ -19,6 +19,8 @@
  * own ways to wait for their cores. */
 #include "plugin.h"
 
+#include <sys/resource.h>
+
 static int applies(void)
 {
 	return uwsgi.threads <= 1 && uwsgi.async <= 1 && !uwsgi.loop;
@@ -57,4 +59,39 @@ void ud_graceful_nudge(void)
 		    !w->manage_next_request)
 			kill(w->pid, SIGHUP);
 	}
+}
+
+/* A worker that comes while the others serve (a rollout's, a max-requests or crash respawn; not
+ * those of a start) loads its app at nice +10: on a small machine importing a framework takes a
+ * core for a few hundred milliseconds, the serving workers' requests wait behind it. Called as
+ * root, before the privileges drop: RLIMIT_NICE lets the process go back to where it was (and no
+ * further) once the app is loaded. */
+static int nice_before = INT_MIN;
+
+void ud_graceful_load_gently(void)
+{
+	if (uwsgi.workers[uwsgi.mywid].respawn_count <= 1)
+		return;
+	errno = 0;
+	int before = getpriority(PRIO_PROCESS, 0);
+	struct rlimit rl;
+	if ((before == -1 && errno) || getrlimit(RLIMIT_NICE, &rl) < 0)
+		return;
+	rlim_t need = (rlim_t)(20 - before);
+	if (rl.rlim_cur < need) {
+		rl.rlim_cur = need;
+		if (rl.rlim_max < need)
+			rl.rlim_max = need;
+		if (setrlimit(RLIMIT_NICE, &rl) < 0)
+			return;
+	}
+	if (setpriority(PRIO_PROCESS, 0, before + 10 > 19 ? 19 : before + 10) == 0)
+		nice_before = before;
+}
+
+void ud_graceful_loaded(void)
+{
+	if (nice_before != INT_MIN)
+		setpriority(PRIO_PROCESS, 0, nice_before);
+	nice_before = INT_MIN;
 }

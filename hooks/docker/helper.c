@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -134,8 +135,10 @@ static __attribute__((noreturn)) void exec_helper(const char *path, char **argv,
  * every signal unblocked), starts the helper and exits with its status, or 128 + the signal
  * that killed it. It never executes anything itself: see spawn_quiet(). */
 static __attribute__((noreturn)) void keeper(const char *path, char **argv, char **envp, int sock,
-					     int errw)
+					     int errw, int nice)
 {
+	if (nice)
+		setpriority(PRIO_PROCESS, 0, nice);
 	struct sigaction dfl = {.sa_handler = SIG_DFL};
 	for (int sig = 1; sig < NSIG; sig++)
 		sigaction(sig, &dfl, NULL);
@@ -161,7 +164,7 @@ static __attribute__((noreturn)) void keeper(const char *path, char **argv, char
  * (exit_signal 0, reaped through its pidfd) is a keeper that never executes anything and runs
  * the helper as its own child. */
 static pid_t spawn_quiet(const char *path, char **argv, char **envp, int sock, int errw,
-			 int *pidfd)
+			 int nice, int *pidfd)
 {
 	/* fds above 3 first: dup2 onto 2 and 3 must not clobber one with the other. */
 	ud_autoclose int s = fcntl(sock, F_DUPFD_CLOEXEC, 10);
@@ -174,7 +177,7 @@ static pid_t spawn_quiet(const char *path, char **argv, char **envp, int sock, i
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pid_t pid = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (pid == 0)
-		keeper(path, argv, envp, s, w);
+		keeper(path, argv, envp, s, w, nice);
 	int err = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	errno = err;
@@ -203,7 +206,7 @@ int ud_helper_start(struct ud_helper_run *run, ud_error *e)
 		return ud_fail(e, UD_EXIT_HANDOFF, err, "pipe");
 	}
 	char **envp = helper_envp(), **argv = ud_helper_argv();
-	run->pid = spawn_quiet(path, argv, envp, sv[1], errp[1], &run->pidfd);
+	run->pid = spawn_quiet(path, argv, envp, sv[1], errp[1], run->nice, &run->pidfd);
 	int err = errno;
 	free(argv);
 	free(envp);

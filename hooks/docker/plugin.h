@@ -80,8 +80,11 @@ void ud_stash_take(void);
 void ud_stash_drop(void);
 int ud_stash_fall_back(const ud_error *why);
 
-/* graceful.c: a worker's SIGHUP that never resets a client's connection. */
+/* graceful.c: a worker's SIGHUP that never resets a client's connection; a worker that loads
+ * its app while the others serve does it at a lower priority. */
 void ud_graceful_install(void);
+void ud_graceful_load_gently(void);
+void ud_graceful_loaded(void);
 void ud_graceful_nudge(void);
 
 /* helper.c: runs uwsgi-docker-rootfs (form 1) and receives its namespace. */
@@ -91,6 +94,7 @@ struct ud_helper_run {
 	int sock;    /* our end of the hand-off socket */
 	int err;     /* the helper's stderr */
 	long long deadline_ms;
+	int nice;    /* the helper's nice value: a rollout's yields to the workers that serve */
 };
 #define UD_HELPER_RUN_INIT {.pid = -1, .pidfd = -1, .sock = -1, .err = -1}
 int ud_helper_start(struct ud_helper_run *run, ud_error *e);

@@ -70,6 +70,7 @@ static int start_helper(ud_error *e)
 	ud_error le = {0};
 	if (ud_pidns_enter(&ud.pidns, e) < 0)
 		return -1;
+	ro.run.nice = 10;
 	int r = ud_helper_start(&ro.run, e);
 	/* Staying there would put every later child of the master (gateways, daemons) in it. */
 	if (ud_pidns_leave(&ud.pidns, &le) < 0)

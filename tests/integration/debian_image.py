@@ -100,6 +100,14 @@ def index():
         info["marker_exists"] = os.path.lexists(q["marker"])
     body = json.dumps(info)
     return flask.Response(body, status=200, mimetype="application/json")
+
+
+@application.route("/light")
+def light():
+    """What a load test needs, and no more: which image and which worker answered."""
+    body = json.dumps({"version": _read("/srv/version").strip(), "pid": os.getpid(),
+                       "mnt_ns": os.readlink("/proc/self/ns/mnt")})
+    return flask.Response(body, status=200, mimetype="application/json")
 '''
 
 SYNTAX_ERROR = "\ndef broken(:\n    pass\n"
