@@ -142,18 +142,6 @@ void ud_chown_sockets(void)
 
 /* This process (a form 1 worker, or the form 2 master) goes into the image: groups looked up on
  * the host first, then the namespaces, then the rest inside. */
-/* The host's user database, read once: by form 1's master before its first worker (NSS loads
- * its modules, about a millisecond per process), by form 2 before the instance enters. */
-void ud_resolve_creds(void)
-{
-	ud_error e = {0};
-	if (ud.creds_ready)
-		return;
-	if (ud_creds_resolve(&ud.creds, &e) < 0)
-		ud_die(&e);
-	ud.creds_ready = 1;
-}
-
 int ud_canary_timeout_s(void)
 {
 	int t = ud.canary_timeout ? atoi(ud.canary_timeout) : 60;
@@ -163,10 +151,11 @@ int ud_canary_timeout_s(void)
 void ud_enter_image(struct ud_handoff *h, const char *chdir_to)
 {
 	ud_error e = {0};
-	ud_resolve_creds();
-	if (ud_handoff_enter(h, &e) < 0 || ud_creds_apply(&ud.creds, &e) < 0 ||
-	    ud_chdir_image(chdir_to, &e) < 0)
+	struct ud_creds cr;
+	if (ud_creds_resolve(&cr, &e) < 0 || ud_handoff_enter(h, &e) < 0 ||
+	    ud_creds_apply(&cr, &e) < 0 || ud_chdir_image(chdir_to, &e) < 0)
 		ud_die(&e);
+	ud_creds_free(&cr);
 	if (wants_env() && ud_appenv_apply(h->env, h->n_env, &e) < 0)
 		ud_die(&e);
 	/* The root is nosuid, but binds are not: nothing executed from here on gains privileges. */
@@ -239,7 +228,6 @@ static void docker_post_init(void)
 	if (ud.form != UD_FORM_WORKERS)
 		return;
 	ud_form1_ready();
-	ud_resolve_creds();
 	ud_chown_sockets();
 	ud_appenv_preload_runtimes();
 }

@@ -45,8 +45,6 @@ struct ud_plugin {
 	struct ud_handoff h; /* the namespace workers enter (form 1: of the serving generation) */
 	uint32_t gen;        /* form 1: that generation's number, 1 at each start */
 	struct ud_pidns pidns;
-	struct ud_creds creds; /* form 1: the workers' groups, looked up once by the master */
-	int creds_ready;
 };
 
 extern struct ud_plugin ud;
@@ -60,7 +58,6 @@ void ud_refuse_root(void);
 void ud_refuse_own_namespace(const struct ud_handoff *h);
 void ud_chown_sockets(void);
 void ud_enter_image(struct ud_handoff *h, const char *chdir_to);
-void ud_resolve_creds(void);
 int ud_canary_timeout_s(void);
 
 /* form1.c, form2.c */
