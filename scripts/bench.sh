@@ -1,7 +1,7 @@
 #!/bin/bash
 # make bench: how long it takes to get a process running with an image as its root, and what serving
 # a uWSGI app from an image costs; medians side by side. Not a test: it exits 0 whatever the figures,
-# non-zero only if a run itself failed. Traffic goes to 127.0.0.1 only; about 2-3 minutes in all.
+# non-zero only if a run itself failed. Traffic goes to 127.0.0.1 only; about 25 minutes in all.
 #   usage: scripts/bench.sh HELPER      (as root, dockerd running; the plugin is next to HELPER)
 #
 # 1. The helper (BENCH_N runs each, default 30):
@@ -14,18 +14,23 @@
 #
 # 2. uWSGI with the docker plugin (a trivial WSGI app, 2 workers, http-socket on 127.0.0.1), form 1
 #    (docker-image) against the same app and ini under plain uWSGI on the host:
-#   start          uwsgi --ini until the first HTTP answer (BENCH_UWSGI_N runs each, default 10)
+#   start          uwsgi --ini until the first HTTP answer (BENCH_UWSGI_N runs each, default 12)
 #   requests/s     wrk, one connection per request (HTTP/1.0), BENCH_RPS_SECONDS (default 5) per
 #                  round, BENCH_RPS_ROUNDS rounds (default 3) alternating between the two
 #   reload         under a continuous request loop, re-tag the image and touch-reload,
 #                  BENCH_RELOADS times (default 3): the longest gap between answers, failed requests
+#
+# 4. Rollouts (scripts/bench_rollout.py): a Flask app on a Debian 12 image, 4 workers, 4 clients;
+#    the longest gap across a rollout vs full reloads, then a soak (BENCH_SOAK full reloads and
+#    rollouts, default 30 each) against plain uWSGI. Targets (issue 9): rollout gap <= 50 ms and
+#    <= 1/20 of plain uWSGI's full-reload gap; 0 failed requests.
 set -euo pipefail
 
 HELPER=${1:?usage: bench.sh HELPER}
 SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 N=${BENCH_N:-30}
 WARMUP=3
-UWSGI_N=${BENCH_UWSGI_N:-10}
+UWSGI_N=${BENCH_UWSGI_N:-12}
 RPS_SECONDS=${BENCH_RPS_SECONDS:-5}
 RPS_ROUNDS=${BENCH_RPS_ROUNDS:-3}
 RELOADS=${BENCH_RELOADS:-3}
@@ -574,6 +579,9 @@ try:
     print("| requests/s, docker-image / plain | %.2f | ≥ 0.9 | %s |" % (r, "PASS" if r >= 0.9 else "MISS"))
     r = med(starts["image"]) / med(starts["plain"])
     print("| start → first answer, docker-image / plain | %.2f | | |" % r)
+    d = (med(starts["image"]) - med(starts["plain"])) * 1000
+    print("| start → first answer, docker-image − plain | %+.1f ms | ≤ 5 ms | %s |"
+          % (d, "PASS" if d <= 5 else "MISS"))
     for key, label in (("image", "docker-image"), ("plain", "plain uWSGI")):
         r = reload[key]
         print("| failed requests across %d reloads, %s (%d answered) | %d | 0 | %s |"

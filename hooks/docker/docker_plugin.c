@@ -227,9 +227,10 @@ static void docker_post_init(void)
 {
 	if (ud.form != UD_FORM_WORKERS)
 		return;
+	/* First: the helper may still be at work meanwhile. */
+	ud_appenv_preload_runtimes();
 	ud_form1_ready();
 	ud_chown_sockets();
-	ud_appenv_preload_runtimes();
 }
 
 struct uwsgi_plugin docker_plugin = {
