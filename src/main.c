@@ -15,6 +15,8 @@
 #include "lowers.h"
 #include "pin.h"
 #include "plan.h"
+#include "pull.h"
+#include "reference.h"
 #include "rootfs.h"
 #include "rootmemo.h"
 #include "sockets.h"
@@ -110,6 +112,34 @@ static int resolve_layers(struct run *r)
 	return ret;
 }
 
+/* A pull may rightly take minutes, like an export; a stalled one ends at --timeout (pull.c). */
+static int pull(struct run *r)
+{
+	arm_budget(BUDGET_EXPORT_S);
+	int ret = ud_pull(&r->d, r->c.o.image, r->c.docker_config, stderr, &r->e);
+	arm_budget(direct_budget(r->c.o.timeout_ms));
+	return ret;
+}
+
+/* --pull: always pulls first; missing pulls when the daemon says "not found" (a name, not an
+ * id: 65 from the inspect is then only its 404), then resolves again. */
+static int resolve(struct run *r)
+{
+	const struct ud_cli *c = &r->c;
+	struct ud_ref_parts parts;
+	bool pullable = ud_reference_parse(c->o.image, &parts);
+	if (c->pull == UD_PULL_ALWAYS && pullable && pull(r) < 0)
+		return -1;
+	if (resolve_layers(r) == 0)
+		return 0;
+	if (c->pull != UD_PULL_MISSING || !pullable || r->e.status != UD_EXIT_IMAGE)
+		return -1;
+	ud_image_free(&r->img);
+	if (pull(r) < 0)
+		return -1;
+	return resolve_layers(r);
+}
+
 static int print_plan(struct run *r)
 {
 	ud_autofree char *json = ud_plan_json(&r->plan);
@@ -169,7 +199,7 @@ static int run(struct run *r)
 		return -1;
 	if (c->prune)
 		return ud_cache_prune(&r->d, c->cache_dir, stdout, &r->e);
-	if (resolve_layers(r) < 0 || ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
+	if (resolve(r) < 0 || ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
 		return -1;
 	if (c->print)
 		return print_plan(r);
