@@ -1,0 +1,283 @@
+"""--pull against a real registry: Debian's docker-registry (2.8) on 127.0.0.1 with htpasswd auth
+over plain HTTP (dockerd treats 127.0.0.0/8 registries as insecure). A session fixture starts it
+and stops it by pid; test images (busybox-static and a marker file) are pushed there with the
+docker CLI under a throwaway DOCKER_CONFIG, then removed locally, so that only a pull brings them
+back. Each test checks what a process inside sees, and removes every image it pulled."""
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import tarfile
+import time
+import types
+
+import pytest
+
+import udlib
+from udlib import DOCKER, describe, docker, error_line, helper_env, run
+
+REGISTRY = "/usr/bin/docker-registry"
+USER, PASSWORD = "regtester", "s3cret-pw-9f2"
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write(path, text, mode=0o644):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def _wait_answering(addr, proc, log):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"docker-registry exited {proc.returncode}:\n{open(log).read()}")
+        try:
+            with socket.create_connection(addr.split(":"), timeout=1) as s:
+                s.sendall(b"GET /v2/ HTTP/1.0\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.0 401"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"docker-registry does not answer at {addr}:\n{open(log).read()}")
+
+
+def _image_tar(path, marker):
+    """busybox-static at /bin/busybox (and /bin/cat, /bin/sh) plus /marker."""
+    with tarfile.open(path, "w") as t:
+        for d in ("bin", "tmp"):
+            ti = tarfile.TarInfo(d)
+            ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+            t.addfile(ti)
+        t.add("/bin/busybox", "bin/busybox")
+        for a in ("cat", "sh"):
+            ti = tarfile.TarInfo("bin/" + a)
+            ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, "busybox", 0o777
+            t.addfile(ti)
+        data = marker.encode()
+        ti = tarfile.TarInfo("marker")
+        ti.size, ti.mode = len(data), 0o644
+        t.addfile(ti, io.BytesIO(data))
+
+
+@pytest.fixture(scope="session")
+def registry(docker_ready, session_dir):
+    """The registry, and reg.push(repo_tag, marker) -> the pushed manifest's digest."""
+    for tool in (REGISTRY, "/usr/bin/htpasswd"):
+        if not os.access(tool, os.X_OK):
+            pytest.fail(f"{tool} is missing (scripts/deps.sh installs docker-registry and "
+                        "apache2-utils)")
+    d = os.path.join(session_dir, "registry")
+    os.makedirs(os.path.join(d, "data"))
+    htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True,
+                              text=True, check=True).stdout
+    _write(os.path.join(d, "htpasswd"), htpasswd)
+    addr = f"127.0.0.1:{_free_port()}"
+    _write(os.path.join(d, "config.yml"), "\n".join([
+        "version: 0.1", "log:", "  level: warn", "storage:", "  filesystem:",
+        f"    rootdirectory: {d}/data", "http:", f"  addr: {addr}", f"  secret: {os.urandom(8).hex()}",
+        "auth:", "  htpasswd:", "    realm: udtest", f"    path: {d}/htpasswd", ""]))
+    log = os.path.join(d, "registry.log")
+    with open(log, "w") as logf:
+        proc = subprocess.Popen([REGISTRY, "serve", os.path.join(d, "config.yml")],
+                                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    push_cfg = os.path.join(d, "push-config")
+    os.mkdir(push_cfg, 0o700)
+    try:
+        _wait_answering(addr, proc, log)
+        p = subprocess.run([DOCKER, "--config", push_cfg, "login", "-u", USER, "--password-stdin",
+                            addr], input=PASSWORD, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        counter = [0]
+
+        def push(repo_tag, marker):
+            counter[0] += 1
+            tar = os.path.join(d, f"img{counter[0]}.tar")
+            _image_tar(tar, marker)
+            ref = f"{addr}/{repo_tag}"
+            docker("import", tar, ref)
+            try:
+                out = docker("--config", push_cfg, "push", ref).stdout
+            finally:
+                docker("rmi", "-f", ref, check=False)
+            m = re.search(r"digest: (sha256:[0-9a-f]{64})", out)
+            assert m, out
+            return m.group(1)
+
+        yield types.SimpleNamespace(addr=addr, push=push, dir=d)
+    finally:
+        docker("--config", push_cfg, "logout", addr, check=False)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def pulled():
+    """Records refs a test may pull; removes their images afterwards and checks they are gone."""
+    refs = []
+    yield refs
+    for ref in refs:
+        p = docker("image", "inspect", "-f", "{{.Id}}", ref, check=False)
+        if p.returncode == 0:
+            docker("rmi", "-f", p.stdout.strip(), check=False)
+    for ref in refs:
+        assert docker("image", "inspect", ref, check=False).returncode != 0, f"{ref} left behind"
+
+
+def _auths_config(scratch, addr, user=USER, password=PASSWORD):
+    cfg = os.path.join(scratch, "docker-config")
+    os.mkdir(cfg, 0o700)
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    _write(os.path.join(cfg, "config.json"), json.dumps({"auths": {addr: {"auth": auth}}}), 0o600)
+    return cfg
+
+
+def _cat_marker(ref, *opts, env=None):
+    p = run([*opts, ref, "--", "/bin/cat", "/marker"], env=env, timeout=120)
+    assert p.returncode == 0, describe(p)
+    return p
+
+
+def test_pull_missing_with_auths(registry, scratch, pulled):
+    ref = f"{registry.addr}/udpull/auths:v1"
+    registry.push("udpull/auths:v1", "auths-v1\n")
+    pulled.append(ref)
+    cfg = _auths_config(scratch, registry.addr)
+    p = _cat_marker(ref, "--docker-config", cfg)
+    assert p.stdout == "auths-v1\n", describe(p)
+    # Not a terminal: one line per completed layer, then the summary, never the secret.
+    assert re.search(r"layer [0-9a-f]+ complete", p.stderr), describe(p)
+    assert f"pulled {ref} from {registry.addr}" in p.stderr, describe(p)
+    assert PASSWORD not in p.stderr and USER not in p.stderr, describe(p)
+    # Present now: the default policy (missing) does not pull again.
+    p = _cat_marker(ref, "--docker-config", cfg)
+    assert p.stdout == "auths-v1\n" and p.stderr == "", describe(p)
+
+
+def test_pull_docker_config_env(registry, scratch, pulled):
+    """$DOCKER_CONFIG, as the CLI reads it, when --docker-config is not given."""
+    ref = f"{registry.addr}/udpull/env:v1"
+    registry.push("udpull/env:v1", "env-v1\n")
+    pulled.append(ref)
+    cfg = _auths_config(scratch, registry.addr)
+    p = _cat_marker(ref, env=helper_env(DOCKER_CONFIG=cfg))
+    assert p.stdout == "env-v1\n", describe(p)
+
+
+def test_pull_with_credential_helper(registry, scratch, pulled):
+    """credsStore: docker-credential-NAME get, the server address on stdin, JSON on stdout."""
+    ref = f"{registry.addr}/udpull/helper:v1"
+    registry.push("udpull/helper:v1", "helper-v1\n")
+    pulled.append(ref)
+    bindir = os.path.join(scratch, "bin")
+    os.mkdir(bindir)
+    asked = os.path.join(scratch, "asked")
+    _write(os.path.join(bindir, "docker-credential-udtest"), "\n".join([
+        "#!/bin/sh",
+        f'[ "$1" = get ] || exit 3',
+        f"cat > {asked}",
+        f"""printf '{{"ServerURL":"%s","Username":"{USER}","Secret":"{PASSWORD}"}}' "$(cat {asked})" """,
+        ""]), 0o755)
+    cfg = os.path.join(scratch, "docker-config")
+    os.mkdir(cfg, 0o700)
+    _write(os.path.join(cfg, "config.json"), json.dumps({"credsStore": "udtest"}))
+    env = helper_env(PATH=bindir + ":" + udlib.BASE_ENV["PATH"])
+    p = _cat_marker(ref, "--docker-config", cfg, env=env)
+    assert p.stdout == "helper-v1\n", describe(p)
+    assert open(asked).read() == registry.addr
+    assert PASSWORD not in p.stderr, describe(p)
+
+
+def test_pull_never_refuses(registry, scratch, pulled):
+    ref = f"{registry.addr}/udpull/never:v1"
+    registry.push("udpull/never:v1", "never-v1\n")
+    pulled.append(ref)
+    cfg = _auths_config(scratch, registry.addr)
+    line = error_line(run(["--pull", "never", "--docker-config", cfg, ref, "--", "/bin/true"]), 65)
+    assert ref in line and "not found" in line, line
+    assert docker("image", "inspect", ref, check=False).returncode != 0
+
+
+def test_bad_credentials(registry, scratch, pulled):
+    ref = f"{registry.addr}/udpull/badcreds:v1"
+    registry.push("udpull/badcreds:v1", "bad\n")
+    pulled.append(ref)
+    cfg = _auths_config(scratch, registry.addr, password="wrong-password")
+    line = error_line(run(["--docker-config", cfg, ref, "--", "/bin/true"]), 65)
+    assert ref in line and registry.addr in line, line
+    assert re.search(r"unauthorized|authentication required", line), line
+    assert "wrong-password" not in line, line
+
+
+def test_no_credentials(registry, scratch, pulled):
+    ref = f"{registry.addr}/udpull/nocreds:v1"
+    pulled.append(ref)
+    empty = os.path.join(scratch, "empty-config")
+    os.mkdir(empty)
+    line = error_line(run(["--docker-config", empty, ref, "--", "/bin/true"]), 65)
+    assert ref in line and "no basic auth credentials" in line, line
+
+
+def test_unknown_tag(registry, scratch, pulled):
+    registry.push("udpull/tags:v1", "tags-v1\n")
+    ref = f"{registry.addr}/udpull/tags:no-such-tag"
+    pulled.append(ref)
+    cfg = _auths_config(scratch, registry.addr)
+    line = error_line(run(["--docker-config", cfg, ref, "--", "/bin/true"]), 65)
+    assert ref in line and "manifest unknown" in line, line
+
+
+def test_unreachable_registry(scratch, pulled):
+    ref = f"127.0.0.1:{_free_port()}/udpull/nowhere:v1"
+    pulled.append(ref)
+    line = error_line(run(["--docker-config", scratch, ref, "--", "/bin/true"]), 66)
+    assert ref in line and "connection refused" in line, line
+
+
+def test_pull_always_takes_new_content(registry, scratch, pulled):
+    ref = f"{registry.addr}/udpull/always:latest"
+    pulled.append(ref)
+    cfg = _auths_config(scratch, registry.addr)
+    registry.push("udpull/always:latest", "always-1\n")
+    assert _cat_marker(ref, "--docker-config", cfg).stdout == "always-1\n"
+    old_id = udlib.inspect(ref)["Id"]
+    # Pushing needs the tag locally: keep the pulled image's under another name meanwhile.
+    keep = f"{registry.addr}/udpull/always:keep"
+    docker("tag", ref, keep)
+    try:
+        registry.push("udpull/always:latest", "always-2\n")
+        docker("tag", keep, ref)
+    finally:
+        docker("rmi", keep, check=False)
+    # missing: the daemon has the tag, nothing is pulled.
+    assert _cat_marker(ref, "--docker-config", cfg).stdout == "always-1\n"
+    p = _cat_marker(ref, "--pull", "always", "--docker-config", cfg)
+    assert p.stdout == "always-2\n", describe(p)
+    docker("rmi", "-f", old_id, check=False)
+
+
+def test_pull_by_digest(registry, scratch, pulled):
+    """NAME@sha256:... pulls exactly that manifest, even after the tag moved on."""
+    cfg = _auths_config(scratch, registry.addr)
+    first = registry.push("udpull/digest:v1", "digest-first\n")
+    registry.push("udpull/digest:v1", "digest-second\n")
+    ref = f"{registry.addr}/udpull/digest@{first}"
+    pulled.append(ref)
+    p = _cat_marker(ref, "--docker-config", cfg)
+    assert p.stdout == "digest-first\n", describe(p)
+    assert first in p.stderr, describe(p)
