@@ -22,8 +22,8 @@ int ud_helper_deadline_s(void)
 	 * export, by this timeout itself. Resolving takes at most four requests; an export gets
 	 * twelve timeouts more of steady progress (two minutes at the default). */
 	double s = 4 * t + 5;
-	if (!ud.layers || strcmp(ud.layers, "direct") != 0)
-		s += 12 * t;
+	if (!ud.layers || strcmp(ud.layers, "direct") != 0 || (ud.pull && strcmp(ud.pull, "never")))
+		s += 12 * t; /* an export, or a pull asked for */
 	return (int)s;
 }
 
@@ -55,6 +55,7 @@ char **ud_helper_argv(void)
 		ARG("--no-confine");
 	OPT("--mount-api", ud.mount_api);
 	OPT("--layers", ud.layers);
+	OPT("--pull", ud.pull);
 	OPT("--cache-dir", ud.cache_dir);
 	uwsgi_foreach(usl, ud.binds) OPT("--bind", usl->value);
 	uwsgi_foreach(usl, ud.ro_binds) OPT("--ro-bind", usl->value);
