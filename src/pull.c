@@ -218,8 +218,11 @@ int ud_pull(struct ud_docker *d, const char *ref, const char *config_dir, FILE *
 	clock_gettime(CLOCK_MONOTONIC, &dp.t0);
 	struct ud_pull_progress p;
 	r = ud_pull_progress_init(&p, e);
+	/* Errors name the registry and the daemon that talked to it. */
+	char where[512];
+	snprintf(where, sizeof(where), "%s through unix://%s", parts.domain, d->socket_path);
 	if (r == 0)
-		r = read_progress(s, &p, &dp, parts.domain, e);
+		r = read_progress(s, &p, &dp, where, e);
 	if (r == 0)
 		summary(&dp, &p, parts.domain);
 	else if (dp.tty && p.n_layers)
