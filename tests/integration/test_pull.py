@@ -281,3 +281,43 @@ def test_pull_by_digest(registry, scratch, pulled):
     p = _cat_marker(ref, "--docker-config", cfg)
     assert p.stdout == "digest-first\n", describe(p)
     assert first in p.stderr, describe(p)
+
+
+# ---------------------------------------------------------------- a daemon that misbehaves
+
+from test_errors import fake_daemon  # noqa: E402,F401  (the fixture)
+
+
+def test_pull_stall_ends_at_timeout(fake_daemon, scratch):
+    """No progress for --timeout seconds ends the pull (status 66), whatever came before."""
+    sock, log = fake_daemon("pullstall")
+    t0 = time.monotonic()
+    line = error_line(run(["-H", sock, "--timeout", "1.5", "--docker-config", scratch,
+                           "udtest-stalls:v1", "--", "/bin/true"]), 66)
+    took = time.monotonic() - t0
+    assert "stalled" in line and "udtest-stalls" in line, line
+    assert 1.4 < took < 10, took
+    assert "POST /v1.41/images/create?fromImage=udtest-stalls&tag=v1" in open(log).read()
+
+
+def test_pull_error_object_in_stream(fake_daemon, scratch):
+    sock, _ = fake_daemon("pullerror")
+    line = error_line(run(["-H", sock, "--docker-config", scratch, "udtest-brokenblob:v1", "--",
+                           "/bin/true"]), 66)
+    assert "udtest-brokenblob" in line and line.endswith("failed: unknown blob"), line
+
+
+def test_credential_helper_timeout(registry, scratch, pulled):
+    ref = f"{registry.addr}/udpull/slowhelper:v1"
+    pulled.append(ref)
+    bindir = os.path.join(scratch, "bin")
+    os.mkdir(bindir)
+    _write(os.path.join(bindir, "docker-credential-slow"), "#!/bin/sh\nexec sleep 60\n", 0o755)
+    _write(os.path.join(scratch, "config.json"),
+           json.dumps({"credHelpers": {registry.addr: "slow"}}))
+    env = helper_env(PATH=bindir + ":" + udlib.BASE_ENV["PATH"])
+    t0 = time.monotonic()
+    line = error_line(run(["--timeout", "1", "--docker-config", scratch, ref, "--", "/bin/true"],
+                          env=env), 66)
+    assert time.monotonic() - t0 < 10
+    assert "docker-credential-slow" in line and "in time" in line, line
