@@ -115,7 +115,16 @@ def registry(docker_ready, session_dir):
             assert m, out
             return m.group(1)
 
-        yield types.SimpleNamespace(addr=addr, push=push, dir=d)
+        def push_tag(local, repo_tag):
+            """Pushes an image the daemon has under another name; only the tag goes away."""
+            ref = f"{addr}/{repo_tag}"
+            docker("tag", local, ref)
+            try:
+                docker("--config", push_cfg, "push", ref)
+            finally:
+                docker("rmi", ref, check=False)
+
+        yield types.SimpleNamespace(addr=addr, push=push, push_tag=push_tag, dir=d)
     finally:
         docker("--config", push_cfg, "logout", addr, check=False)
         proc.terminate()
@@ -321,3 +330,39 @@ def test_credential_helper_timeout(registry, scratch, pulled):
                           env=env), 66)
     assert time.monotonic() - t0 < 10
     assert "docker-credential-slow" in line and "in time" in line, line
+
+
+# ---------------------------------------------------------------- the plugin
+
+from plugin_support import Harness, form1_options, get_json, plug_images  # noqa: E402,F401
+
+
+def test_plugin_docker_pull(registry, scratch, plug_images):
+    """docker-pull reaches the helper: form 1 serves an image that only the registry has, with
+    credentials from the master's DOCKER_CONFIG (uWSGI's env option)."""
+    ref = f"{registry.addr}/udpull/app:v1"
+    registry.push_tag(plug_images.v1, "udpull/app:v1")
+    assert docker("image", "inspect", ref, check=False).returncode != 0
+    cfg = _auths_config(scratch, registry.addr)
+    h = Harness(scratch, plug_images)
+    try:
+        port = _free_port()
+        never = form1_options(scratch, port, ref) + [("docker-pull", "never"),
+                                                     ("env", f"DOCKER_CONFIG={cfg}")]
+        u = h.start(never, name="never")
+        rc = u.wait_exit(30)
+        log = u.log()
+        assert rc not in (None, 0), log[-3000:]
+        assert re.search(r"\[docker\] .*not found", log), log[-3000:]
+        opts = form1_options(scratch, port, ref) + [("docker-pull", "always"),
+                                                    ("env", f"DOCKER_CONFIG={cfg}")]
+        u = h.start(opts, name="form1")
+        u.wait_ready(port)
+        assert get_json(port, "/")["version"] == "v1"
+        assert docker("image", "inspect", ref, check=False).returncode == 0
+        h.stop_and_check(u)
+    finally:
+        h.cleanup()
+        # The image is plug_images' own (same id): only the pulled tag goes.
+        docker("rmi", ref, check=False)
+    assert docker("image", "inspect", ref, check=False).returncode != 0
