@@ -366,3 +366,38 @@ def test_plugin_docker_pull(registry, scratch, plug_images):
         # The image is plug_images' own (same id): only the pulled tag goes.
         docker("rmi", ref, check=False)
     assert docker("image", "inspect", ref, check=False).returncode != 0
+
+
+def test_progress_on_a_terminal(registry, scratch, pulled):
+    """stderr a terminal: one line redrawn in place (\\r, erase), then the summary."""
+    import pty
+    ref = f"{registry.addr}/udpull/tty:v1"
+    registry.push("udpull/tty:v1", "tty-v1\n")
+    pulled.append(ref)
+    cfg = _auths_config(scratch, registry.addr)
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([udlib.HELPER, "--docker-config", cfg, ref, "--", "/bin/cat",
+                              "/marker"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=slave, env=helper_env())
+        os.close(slave)
+        slave = -1
+        out, _ = p.communicate(timeout=120)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    text = err.decode(errors="replace")
+    assert p.returncode == 0 and out == b"tty-v1\n", text
+    assert f"\r\x1b[Kpulling {ref}: 1/1 layers" in text, repr(text)
+    assert f"\r\x1b[Kuwsgi-docker-rootfs: pulled {ref}" in text, repr(text)
+    assert "complete (" not in text, repr(text)  # no per-layer lines on a terminal
