@@ -124,25 +124,28 @@ static void take_object(struct ud_pull_progress *p, json_object *o, ud_pull_cb *
 		cb(ctx, p, ev, l);
 }
 
-static bool all_space(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!isspace((unsigned char)s[i]))
-			return false;
-	return true;
-}
-
 int ud_pull_progress_feed(struct ud_pull_progress *p, const char *data, size_t len, ud_pull_cb *cb,
 			  void *ctx, ud_error *e)
 {
 	json_tokener *tok = p->tok;
 	while (len) {
+		/* Between objects: only whitespace, then '{'. A top-level scalar (a number cut at a
+		 * chunk's end) would parse differently depending on where the transport cut it. */
+		if (!p->pending) {
+			while (len && isspace((unsigned char)*data))
+				data++, len--;
+			if (!len)
+				break;
+			if (*data != '{')
+				return ud_fail(e, UD_EXIT_DAEMON, 0,
+					       "the pull's progress stream is not a series of JSON objects");
+		}
 		int chunk = len > 1 << 30 ? 1 << 30 : (int)len;
 		json_object *o = json_tokener_parse_ex(tok, data, chunk);
 		enum json_tokener_error jerr = json_tokener_get_error(tok);
 		size_t used = json_tokener_get_parse_end(tok);
 		if (jerr == json_tokener_continue) {
-			p->pending = p->pending || !all_space(data, used);
+			p->pending = true;
 		} else if (jerr != json_tokener_success || !o) {
 			json_tokener_reset(tok);
 			return ud_fail(e, UD_EXIT_DAEMON, 0, "the pull's progress stream is not JSON (%s)",

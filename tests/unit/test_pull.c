@@ -311,7 +311,14 @@ static void test_stream_broken(void **state)
 	ud_pull_progress_free(&p);
 
 	/* Odd but valid objects are ignored; trailing whitespace is no pending object. */
-	const char *odd = "[1,2] 3 {\"status\":5,\"id\":[]} {\"id\":\"x\"}\n\n  ";
+	const char *scalars[] = {"[1,2]", "3 ", "{} 126.0", "\"s\""};
+	for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
+		assert_int_equal(ud_pull_progress_init(&p, &e), 0);
+		assert_int_equal(ud_pull_progress_feed(&p, scalars[i], strlen(scalars[i]), NULL, NULL, &e),
+				 -1);
+		ud_pull_progress_free(&p);
+	}
+	const char *odd = "{\"status\":5,\"id\":[]} {\"id\":\"x\"}\n\n  ";
 	assert_int_equal(ud_pull_progress_init(&p, &e), 0);
 	assert_int_equal(ud_pull_progress_feed(&p, odd, strlen(odd), NULL, NULL, &e), 0);
 	assert_int_equal(ud_pull_progress_end(&p, &e), 0);
