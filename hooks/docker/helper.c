@@ -68,12 +68,23 @@ char **ud_helper_argv(void)
 	return argv;
 }
 
-/* The helper's stderr (one line on failure), without its program-name prefix and newline. */
+/* The helper's stderr: its last line (the one error line comes after any pull progress), without
+ * its program-name prefix and newline. The pipe is non-blocking and the helper has exited. */
 static void read_helper_message(int fd, char *buf, size_t len)
 {
-	ssize_t n = read(fd, buf, len - 1);
-	buf[n > 0 ? n : 0] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
+	char all[65536];
+	size_t n = 0;
+	ssize_t r;
+	while (n < sizeof(all) - 1 && (r = read(fd, all + n, sizeof(all) - 1 - n)) > 0)
+		n += (size_t)r;
+	while (n && all[n - 1] == '\n')
+		n--;
+	all[n] = '\0';
+	const char *last = strrchr(all, '\n');
+	last = last ? last + 1 : all;
+	size_t l = strnlen(last, len - 1);
+	memcpy(buf, last, l);
+	buf[l] = '\0';
 	static const char prefix[] = HELPER_NAME ": ";
 	if (!strncmp(buf, prefix, sizeof(prefix) - 1))
 		memmove(buf, buf + sizeof(prefix) - 1, strlen(buf) - (sizeof(prefix) - 1) + 1);

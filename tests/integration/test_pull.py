@@ -361,6 +361,15 @@ def test_plugin_docker_pull(registry, scratch, plug_images):
         assert get_json(port, "/")["version"] == "v1"
         assert docker("image", "inspect", ref, check=False).returncode == 0
         h.stop_and_check(u)
+        # A failure after a pull: the plugin reports the helper's error line, not its progress.
+        bad = opts + [("docker-bind", "/nonexistent-udpull:/mnt")]
+        u = h.start(bad, name="badbind")
+        rc = u.wait_exit(30)
+        log = u.log()
+        assert rc not in (None, 0), log[-3000:]
+        lines = [ln for ln in log.splitlines() if "[docker]" in ln]
+        assert any("nonexistent-udpull" in ln for ln in lines), log[-3000:]
+        assert not any("pulled" in ln for ln in lines), log[-3000:]
     finally:
         h.cleanup()
         # The image is plug_images' own (same id): only the pulled tag goes.
