@@ -188,10 +188,12 @@ def test_pull_docker_config_env(registry, scratch, pulled):
     assert p.stdout == "env-v1\n", describe(p)
 
 
-def test_pull_with_credential_helper(registry, scratch, pulled):
-    """credsStore: docker-credential-NAME get, the server address on stdin, JSON on stdout."""
-    ref = f"{registry.addr}/udpull/helper:v1"
-    registry.push("udpull/helper:v1", "helper-v1\n")
+@pytest.mark.parametrize("kind", ["credsStore", "credHelpers"])
+def test_pull_with_credential_helper(registry, scratch, pulled, kind):
+    """credsStore (every registry) or credHelpers (this one): docker-credential-NAME get, the
+    server address on stdin, JSON on stdout."""
+    ref = f"{registry.addr}/udpull/helper-{kind.lower()}:v1"
+    registry.push(f"udpull/helper-{kind.lower()}:v1", "helper-v1\n")
     pulled.append(ref)
     bindir = os.path.join(scratch, "bin")
     os.mkdir(bindir)
@@ -204,7 +206,9 @@ def test_pull_with_credential_helper(registry, scratch, pulled):
         ""]), 0o755)
     cfg = os.path.join(scratch, "docker-config")
     os.mkdir(cfg, 0o700)
-    _write(os.path.join(cfg, "config.json"), json.dumps({"credsStore": "udtest"}))
+    conf = {"credsStore": "udtest"} if kind == "credsStore" else \
+        {"credHelpers": {registry.addr: "udtest"}, "auths": {registry.addr: {}}}
+    _write(os.path.join(cfg, "config.json"), json.dumps(conf))
     env = helper_env(PATH=bindir + ":" + udlib.BASE_ENV["PATH"])
     p = _cat_marker(ref, "--docker-config", cfg, env=env)
     assert p.stdout == "helper-v1\n", describe(p)
