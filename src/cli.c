@@ -78,6 +78,15 @@ static int set_layers(struct ud_cli *c, const struct cli_opt *opt, const char *a
 	return 0;
 }
 
+static int set_pull(struct ud_cli *c, const struct cli_opt *opt, const char *arg, ud_error *e)
+{
+	int v;
+	if (choose(opt, arg, &v, e) < 0)
+		return -1;
+	c->pull = (enum ud_pull_policy)v;
+	return 0;
+}
+
 static int set_unshare(struct ud_cli *c, const struct cli_opt *opt, const char *arg, ud_error *e)
 {
 	char buf[256];
@@ -199,6 +208,11 @@ static const struct cli_opt options[] = {
 	 "Talk to the daemon at ADDR (unix:///path or /path)", NULL, 0, NULL},
 	{"timeout", 't', "SECONDS", set_timeout, 0,
 	 "Time limit for each Docker API request (default 10)", NULL, 0, NULL},
+	{"pull", 0, "POLICY", set_pull, 0, "When to pull IMAGE through the daemon: ", ud_pull_policies,
+	 0, " or "},
+	{"docker-config", 0, "DIR", set_string, FIELD(docker_config),
+	 "Registry credentials from DIR/config.json (default\n$DOCKER_CONFIG, else ~/.docker)", NULL,
+	 0, NULL},
 	{"rw-path", 0, "DIR", set_rw, 0, "Keep a persistent rw layer in DIR/upper and DIR/work",
 	 NULL, 0, NULL},
 	{"read-only", 0, NULL, set_rw, 0, "Mount no rw layer: the root is read-only", NULL, 0, NULL},

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "export.h"
 #include "plan.h"
+#include "pull.h"
 #include "util.h"
 
 #define UD_CLI_PROG "uwsgi-docker-rootfs"
@@ -25,6 +26,8 @@ struct ud_cli {
 	bool prune;
 	enum ud_layers_mode layers;
 	const char *cache_dir;
+	enum ud_pull_policy pull;
+	const char *docker_config; /* --docker-config DIR, or NULL */
 	char **command;         /* after "--", or NULL */
 	bool rw_path, read_only; /* as given, to refuse both */
 };

@@ -316,6 +316,10 @@ struct ud_stream {
 	CURLM *multi;
 	CURL *easy;
 	char path[512];
+	const char *method;
+	struct curl_slist *headers;
+	bool any_status;
+	long status;
 	char *buf; /* the chunk(s) curl gave since the last read */
 	size_t len, cap;
 	bool done, checked;
@@ -341,18 +345,37 @@ static size_t on_stream(char *data, size_t size, size_t nmemb, void *userp)
 }
 int ud_docker_stream_open(struct ud_docker *d, const char *path, ud_stream **out, ud_error *e)
 {
+	const struct ud_stream_req get = {"GET", NULL, false};
+	return ud_docker_stream_request(d, path, &get, out, e);
+}
+
+int ud_docker_stream_request(struct ud_docker *d, const char *path, const struct ud_stream_req *rq,
+			     ud_stream **out, ud_error *e)
+{
 	struct ud_stream *s = calloc(1, sizeof(*s));
 	if (!s)
 		return ud_oom(e);
 	s->d = d;
+	s->method = rq->method;
+	s->any_status = rq->any_status;
 	snprintf(s->path, sizeof(s->path), "%s", path);
 	s->multi = curl_multi_init();
 	s->easy = curl_easy_init();
+	if (rq->header && !(s->headers = curl_slist_append(NULL, rq->header))) {
+		ud_stream_close(s);
+		return ud_oom(e);
+	}
 	if (!s->multi || !s->easy) {
 		ud_stream_close(s);
 		return ud_fail(e, UD_EXIT_REFUSED, 0, "cannot initialise libcurl");
 	}
 	setup_curl(s->easy, d, path, on_stream, s);
+	if (strcmp(rq->method, "POST") == 0) {
+		curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, "");
+		curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, 0L);
+	}
+	curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
 	/* An export may take long; a stall may not: less than 1 byte/s for the timeout fails. */
 	curl_easy_setopt(s->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(s->easy, CURLOPT_LOW_SPEED_TIME, (d->timeout_ms + 999) / 1000);
@@ -369,7 +392,8 @@ static int stream_pump(ud_stream *s, ud_error *e)
 		int running = 0;
 		CURLMcode mc = curl_multi_perform(s->multi, &running);
 		if (mc != CURLM_OK)
-			return ud_fail(e, UD_EXIT_DAEMON, 0, "export stream: %s", curl_multi_strerror(mc));
+			return ud_fail(e, UD_EXIT_DAEMON, 0, "%s %s: %s", s->method, s->path,
+				       curl_multi_strerror(mc));
 		int left;
 		CURLMsg *m;
 		while ((m = curl_multi_info_read(s->multi, &left)))
@@ -388,12 +412,12 @@ static int stream_pump(ud_stream *s, ud_error *e)
 			    (now.tv_nsec - s->last.tv_nsec) / 1000000;
 		if (!s->done && idle >= s->d->timeout_ms)
 			return ud_fail(e, UD_EXIT_DAEMON, 0,
-				       "daemon at unix://%s: GET %s stalled for %ld ms",
-				       s->d->socket_path, s->path, s->d->timeout_ms);
+				       "daemon at unix://%s: %s %s stalled for %ld ms",
+				       s->d->socket_path, s->method, s->path, s->d->timeout_ms);
 		long wait = s->d->timeout_ms - idle;
 		if (!s->done &&
 		    curl_multi_poll(s->multi, NULL, 0, (int)(wait < 1000 ? wait : 1000), NULL) != CURLM_OK)
-			return ud_fail(e, UD_EXIT_DAEMON, 0, "export stream: poll failed");
+			return ud_fail(e, UD_EXIT_DAEMON, 0, "%s %s: poll failed", s->method, s->path);
 	}
 	return 0;
 }
@@ -407,7 +431,8 @@ long ud_stream_read(ud_stream *s, const void **buf, ud_error *e)
 		long status = 0;
 		curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
 		s->checked = true;
-		if (status != 200 && !(s->done && s->result != CURLE_OK)) {
+		s->status = status;
+		if (status != 200 && !s->any_status && !(s->done && s->result != CURLE_OK)) {
 			/* What came so far is the error body, for the message. */
 			if (s->len)
 				s->buf[s->len < s->cap ? s->len : s->cap - 1] = '\0';
@@ -420,11 +445,16 @@ long ud_stream_read(ud_stream *s, const void **buf, ud_error *e)
 		return (long)s->len;
 	}
 	if (s->result != CURLE_OK)
-		return ud_fail(e, UD_EXIT_DAEMON, 0, "daemon at unix://%s: GET %s: %s",
-			       s->d->socket_path, s->path,
+		return ud_fail(e, UD_EXIT_DAEMON, 0, "daemon at unix://%s: %s %s: %s",
+			       s->d->socket_path, s->method, s->path,
 			       s->result == CURLE_OPERATION_TIMEDOUT ? "stalled (timed out)"
 								     : curl_easy_strerror(s->result));
 	return 0;
+}
+
+long ud_stream_status(const ud_stream *s)
+{
+	return s->status;
 }
 
 void ud_stream_close(ud_stream *s)
@@ -437,6 +467,10 @@ void ud_stream_close(ud_stream *s)
 		curl_easy_cleanup(s->easy);
 	if (s->multi)
 		curl_multi_cleanup(s->multi);
+	/* The extra header may carry credentials (X-Registry-Auth): wiped, not just freed. */
+	for (struct curl_slist *h = s->headers; h; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
+	curl_slist_free_all(s->headers);
 	free(s->buf);
 	free(s);
 }

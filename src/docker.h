@@ -42,6 +42,18 @@ int ud_docker_inspect_raw(struct ud_docker *d, const char *ref, struct ud_image 
  * A daemon that stalls for timeout_ms fails the read. */
 typedef struct ud_stream ud_stream;
 int ud_docker_stream_open(struct ud_docker *d, const char *path, ud_stream **s, ud_error *e);
+/* The same for any request: method "GET" or "POST", one extra header line (or NULL; the caller
+ * may wipe its copy once this returns), and with any_status a non-200 answer is no error: its
+ * body is read like any other, and ud_stream_status() tells the status. */
+struct ud_stream_req {
+	const char *method;
+	const char *header;
+	bool any_status;
+};
+int ud_docker_stream_request(struct ud_docker *d, const char *path, const struct ud_stream_req *rq,
+			     ud_stream **s, ud_error *e);
+/* The HTTP status, once the first ud_stream_read() returned (0 before). */
+long ud_stream_status(const ud_stream *s);
 /* Points *buf at the next chunk; returns its size, 0 at the end, -1 on error. */
 long ud_stream_read(ud_stream *s, const void **buf, ud_error *e);
 void ud_stream_close(ud_stream *s);

@@ -17,6 +17,8 @@
 #include "lowers.h"
 #include "pin.h"
 #include "plan.h"
+#include "pull.h"
+#include "reference.h"
 #include "rootfs.h"
 #include "rootmemo.h"
 #include "sockets.h"
@@ -112,6 +114,34 @@ static int resolve_layers(struct run *r)
 	return ret;
 }
 
+/* A pull may rightly take minutes, like an export; a stalled one ends at --timeout (pull.c). */
+static int pull(struct run *r)
+{
+	arm_budget(BUDGET_EXPORT_S);
+	int ret = ud_pull(&r->d, r->c.o.image, r->c.docker_config, stderr, &r->e);
+	arm_budget(direct_budget(r->c.o.timeout_ms));
+	return ret;
+}
+
+/* --pull: always pulls first; missing pulls when the daemon says "not found" (a name, not an
+ * id: 65 from the inspect is then only its 404), then resolves again. */
+static int resolve_online(struct run *r)
+{
+	const struct ud_cli *c = &r->c;
+	struct ud_ref_parts parts;
+	bool pullable = ud_reference_parse(c->o.image, &parts);
+	if (c->pull == UD_PULL_ALWAYS && pullable && pull(r) < 0)
+		return -1;
+	if (resolve_layers(r) == 0)
+		return 0;
+	if (c->pull != UD_PULL_MISSING || !pullable || r->e.status != UD_EXIT_IMAGE)
+		return -1;
+	ud_image_free(&r->img);
+	if (pull(r) < 0)
+		return -1;
+	return resolve_layers(r);
+}
+
 static int print_plan(struct run *r)
 {
 	ud_autofree char *json = ud_plan_json(&r->plan);
@@ -194,7 +224,8 @@ static void remember(struct run *r)
 
 static int resolve(struct run *r)
 {
-	if (ud_docker_negotiate(&r->d, &r->e) < 0 || resolve_layers(r) < 0)
+	/* --pull always with the daemon down falls back the same way. */
+	if (ud_docker_negotiate(&r->d, &r->e) < 0 || resolve_online(r) < 0)
 		return r->d.unreachable ? resolve_offline(r) : -1;
 	remember(r);
 	return 0;

@@ -2,6 +2,7 @@
 #include "reference.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,6 +131,50 @@ bool ud_reference_valid(const char *ref)
 	char buf[255 + 1 + 128 + 71 + 1];
 	memcpy(buf, ref, len + 1);
 	return split_tag_digest(buf) && name_valid(buf);
+}
+
+bool ud_reference_parse(const char *ref, struct ud_ref_parts *p)
+{
+	memset(p, 0, sizeof(*p));
+	size_t len = ref ? strlen(ref) : 0;
+	if (!ud_reference_valid(ref) || strncmp(ref, "sha256:", 7) == 0 ||
+	    (len == 64 && is_hex(ref, 64)))
+		return false;
+	char buf[255 + 1 + 128 + 71 + 1];
+	memcpy(buf, ref, len + 1);
+	char *at = strchr(buf, '@');
+	if (at) {
+		*at = '\0';
+		snprintf(p->digest, sizeof(p->digest), "%s", at + 1);
+	}
+	char *slash = strrchr(buf, '/');
+	char *colon = strrchr(slash ? slash : buf, ':');
+	if (colon) {
+		*colon = '\0';
+		if (!at)
+			snprintf(p->tag, sizeof(p->tag), "%s", colon + 1);
+	} else if (!at) {
+		snprintf(p->tag, sizeof(p->tag), "latest");
+	}
+	size_t nl = strlen(buf);
+	if (nl >= sizeof(p->name))
+		return false;
+	memcpy(p->name, buf, nl + 1);
+	/* The first component is a registry when it looks like a host (as the docker CLI decides). */
+	char *first = strchr(buf, '/');
+	size_t n = first ? (size_t)(first - buf) : 0;
+	bool host = first && (memchr(buf, '.', n) || memchr(buf, ':', n) ||
+			      (n == 9 && strncmp(buf, "localhost", 9) == 0));
+	if (host && !(n == 15 && strncmp(buf, "index.docker.io", 15) == 0))
+		snprintf(p->domain, sizeof(p->domain), "%.*s", (int)n, buf);
+	else
+		snprintf(p->domain, sizeof(p->domain), "docker.io");
+	return true;
+}
+
+const char *ud_reference_registry_key(const char *domain)
+{
+	return strcmp(domain, "docker.io") == 0 ? "https://index.docker.io/v1/" : domain;
 }
 
 int ud_api_version_cmp(const char *a, const char *b)

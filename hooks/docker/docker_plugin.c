@@ -58,6 +58,8 @@ static struct uwsgi_option docker_options[] = {
 	 uwsgi_opt_set_str, &ud.mount_api, 0},
 	{"docker-layers", required_argument, 0, "where the layers come from: auto, direct or export",
 	 uwsgi_opt_set_str, &ud.layers, 0},
+	{"docker-pull", required_argument, 0, "when the helper pulls the image: missing, always or never",
+	 uwsgi_opt_set_str, &ud.pull, 0},
 	{"docker-cache-dir", required_argument, 0, "the layer cache for exported images",
 	 uwsgi_opt_set_str, &ud.cache_dir, 0},
 	{"docker-canary-timeout", required_argument, 0,

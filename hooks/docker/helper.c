@@ -23,8 +23,8 @@ int ud_helper_deadline_s(void)
 	 * export, by this timeout itself. Resolving takes at most four requests; an export gets
 	 * twelve timeouts more of steady progress (two minutes at the default). */
 	double s = 4 * t + 5;
-	if (!ud.layers || strcmp(ud.layers, "direct") != 0)
-		s += 12 * t;
+	if (!ud.layers || strcmp(ud.layers, "direct") != 0 || (ud.pull && strcmp(ud.pull, "never")))
+		s += 12 * t; /* an export, or a pull asked for */
 	return (int)s;
 }
 
@@ -56,6 +56,7 @@ char **ud_helper_argv(void)
 		ARG("--no-confine");
 	OPT("--mount-api", ud.mount_api);
 	OPT("--layers", ud.layers);
+	OPT("--pull", ud.pull);
 	OPT("--cache-dir", ud.cache_dir);
 	uwsgi_foreach(usl, ud.binds) OPT("--bind", usl->value);
 	uwsgi_foreach(usl, ud.ro_binds) OPT("--ro-bind", usl->value);
@@ -68,12 +69,23 @@ char **ud_helper_argv(void)
 	return argv;
 }
 
-/* The helper's stderr (one line on failure), without its program-name prefix and newline. */
+/* The helper's stderr: its last line (the one error line comes after any pull progress), without
+ * its program-name prefix and newline. The pipe is non-blocking and the helper has exited. */
 static void read_helper_message(int fd, char *buf, size_t len)
 {
-	ssize_t n = read(fd, buf, len - 1);
-	buf[n > 0 ? n : 0] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
+	char all[65536];
+	size_t n = 0;
+	ssize_t r;
+	while (n < sizeof(all) - 1 && (r = read(fd, all + n, sizeof(all) - 1 - n)) > 0)
+		n += (size_t)r;
+	while (n && all[n - 1] == '\n')
+		n--;
+	all[n] = '\0';
+	const char *last = strrchr(all, '\n');
+	last = last ? last + 1 : all;
+	size_t l = strnlen(last, len - 1);
+	memcpy(buf, last, l);
+	buf[l] = '\0';
 	static const char prefix[] = HELPER_NAME ": ";
 	if (!strncmp(buf, prefix, sizeof(prefix) - 1))
 		memmove(buf, buf + sizeof(prefix) - 1, strlen(buf) - (sizeof(prefix) - 1) + 1);

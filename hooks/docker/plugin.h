@@ -34,6 +34,7 @@ struct ud_plugin {
 	char *timeout;
 	char *mount_api;
 	char *layers;
+	char *pull;
 	char *cache_dir;
 	char *canary_timeout;
 

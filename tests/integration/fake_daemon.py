@@ -17,6 +17,9 @@ Prints "ready" on stdout once it listens. Every request line it receives is appe
   hang         accepts, reads, never answers
   otherroot    like version:1.41, but /info's DockerRootDir is not where the layers are
   root=PATH    like version:1.41, with /info's DockerRootDir = PATH
+  pullstall    image inspect 404; POST /images/create answers 200, one progress object, then
+               nothing more on an open connection
+  pullerror    image inspect 404; POST /images/create answers 200, progress, then an error object
   newer:MIN    a daemon newer than the helper: /_ping says Api-Version 1.52, and every
                versioned path below vMIN gets HTTP 400 "client version X is too old" (as
                Docker 29 answers); /version says MinAPIVersion MIN
@@ -157,8 +160,18 @@ def serve(sock, mode, log, inspect):
                     info = dict(OVERLAY2_INFO, DockerRootDir=mode.split("=", 1)[1])
                 c.send(200, json.dumps(info), headers=api_hdr)
                 continue
+            if mode in ("pullstall", "pullerror") and method == "POST" and path == "/images/create":
+                head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                sock.sendall(head.encode() + b'{"status":"Pulling from x","id":"v1"}\r\n'
+                             b'{"status":"Pulling fs layer","progressDetail":{},"id":"0123abcd"}\r\n')
+                if mode == "pullerror":
+                    sock.sendall(b'{"errorDetail":{"message":"unknown blob"},"error":"unknown blob"}\r\n')
+                    return
+                while sock.recv(65536):
+                    pass
+                return
             if path.startswith("/images/") and path.endswith("/json"):
-                if mode == "podman404":
+                if mode in ("podman404", "pullstall", "pullerror"):
                     c.send(404, json.dumps({"cause": "failed to find image",
                                             "message": "failed to find image x: image not known",
                                             "response": 404}), headers=api_hdr)

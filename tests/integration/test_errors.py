@@ -110,8 +110,10 @@ def test_help_and_version(opt):
 
 @pytest.mark.parametrize("mode", ["command", "print"])
 def test_missing_image(images, mode):
+    """The daemon's not found (--pull never: the default would ask Docker Hub; test_pull.py)."""
     ref = "udtest-no-such-image:latest"
     args = ["--print", ref] if mode == "print" else [ref, "--", "/bin/true"]
+    args = ["--pull", "never", *args]
     line = error_line(run(args), 65)
     assert "udtest-no-such-image" in line, line
     assert DOCKER_SOCK in line, line

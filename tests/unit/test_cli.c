@@ -59,6 +59,8 @@ static void test_defaults_and_command(void **state)
 	assert_int_equal(c.o.mount_api, UD_API_AUTO);
 	assert_int_equal(c.layers, UD_LAYERS_AUTO);
 	assert_int_equal(c.o.rw, UD_RW_TMPFS);
+	assert_int_equal(c.pull, UD_PULL_MISSING);
+	assert_null(c.docker_config);
 	ud_cli_free(&c);
 }
 
@@ -75,6 +77,13 @@ static void test_every_choice_parses(void **state)
 	for (const struct ud_name *n = ud_export_layers_modes; n->name; n++) {
 		assert_int_equal(parse(&c, &e, "--layers", n->name, "--print", "img", NULL), 0);
 		assert_int_equal(c.layers, n->value);
+		ud_cli_free(&c);
+	}
+	for (const struct ud_name *n = ud_pull_policies; n->name; n++) {
+		assert_int_equal(parse(&c, &e, "--pull", n->name, "--docker-config", "/cfg", "--print",
+				       "img", NULL), 0);
+		assert_int_equal(c.pull, n->value);
+		assert_string_equal(c.docker_config, "/cfg");
 		ud_cli_free(&c);
 	}
 	for (const struct ud_name *n = ud_ns_names(); n->name; n++) {
@@ -195,6 +204,7 @@ static void test_usage_errors(void **state)
 	unsetenv(UD_FD_ENV);
 	USAGE_ERROR("--mount-api 'x': expected auto, fd, string or legacy", "--mount-api", "x", "i");
 	USAGE_ERROR("--layers 'x': expected auto, direct or export", "--layers", "x", "i");
+	USAGE_ERROR("--pull 'x': expected missing, always or never", "--pull", "x", "i");
 	USAGE_ERROR("--unshare: unknown namespace 'mnt' (ipc, uts, net, cgroup)", "--unshare",
 		    "ipc,mnt", "i");
 	USAGE_ERROR("--unshare pid is not offered", "--unshare", "pid", "i");
