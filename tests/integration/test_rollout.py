@@ -109,10 +109,11 @@ class Chain:
         assert ok, f"{what!r} did not appear {count} times:\n{self.u.log()[-4000:]}"
 
 
-def _live_mnt_namespaces():
-    """Mount namespaces some process is in, and those only fds hold (the master's)."""
+def _live_mnt_namespaces(u=None):
+    """Mount namespaces some process is in, and those only fds hold (the master's): of the
+    instance u's processes only, when given (other tests may run on the machine)."""
     out = set()
-    for p in all_pids():
+    for p in (u.pids() if u else all_pids()):
         out.add(ns_of(p))
         try:
             for fd in os.listdir(f"/proc/{p}/fd"):
@@ -181,7 +182,7 @@ def test_rollout_moves_every_worker_onto_the_new_image_without_a_pause(plug, plu
         assert d["environ"].get("UWSGI_RELOADS") == "0", "a rollout must not re-exec the master"
         assert d["mnt_ns"] != old_ns
     assert ns_of(u.pid) == TEST_MNT_NS
-    assert old_ns not in _live_mnt_namespaces(), "the old image's namespace outlived the rollout"
+    assert old_ns not in _live_mnt_namespaces(u), "the old image's namespace outlived the rollout"
     plug.stop_and_check(u)
 
 
@@ -245,7 +246,7 @@ def test_twenty_rollouts_leave_fds_and_namespaces_flat(plug, plug_images):
     # one rollout first: the master's fds after a rollout are the baseline
     chain.request()
     chain.wait("[docker] rolled out image", 1)
-    fds, nss = _fd_count(u.pid), len(_live_mnt_namespaces())
+    fds, nss = _fd_count(u.pid), len(_live_mnt_namespaces(u))
     loop = RequestLoop(port, max_seconds=300)
     loop.start()
     try:
@@ -259,7 +260,7 @@ def test_twenty_rollouts_leave_fds_and_namespaces_flat(plug, plug_images):
     time.sleep(1)
     assert _fd_count(u.pid) == fds, f"master fds {fds} -> {_fd_count(u.pid)}: " \
                                     f"{sorted(os.listdir(f'/proc/{u.pid}/fd'))}"
-    assert len(_live_mnt_namespaces()) == nss, "mount namespaces accumulated over 20 rollouts"
+    assert len(_live_mnt_namespaces(u)) == nss, "mount namespaces accumulated over 20 rollouts"
     # the helper's exit status is ours: uWSGI's master never reaped it as a stray child
     assert "subprocess" not in u.log(), [l for l in u.log().splitlines() if "subprocess" in l]
     assert {get_json(port)["version"] for _ in range(2 * WORKERS)} == {"v1"}
