@@ -128,6 +128,9 @@ int ud_pull_progress_feed(struct ud_pull_progress *p, const char *data, size_t l
 			  void *ctx, ud_error *e)
 {
 	json_tokener *tok = p->tok;
+	/* JSON text never holds a NUL byte; json-c stops at one and loses what it was building. */
+	if (memchr(data, '\0', len))
+		return ud_fail(e, UD_EXIT_DAEMON, 0, "the pull's progress stream is not JSON (a NUL byte)");
 	while (len) {
 		/* Between objects: only whitespace, then '{'. A top-level scalar (a number cut at a
 		 * chunk's end) would parse differently depending on where the transport cut it. */
