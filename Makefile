@@ -10,12 +10,13 @@ PYTHON ?= /usr/bin/python3
 VERSION := 0.1.0
 B := build
 
-PKGS := libcurl json-c libarchive libcrypto
+PKGS := libcurl json-c libarchive libcrypto mount
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -fstack-protector-strong \
 	  -DUD_VERSION='"$(VERSION)"' $(shell $(PKG_CONFIG) --cflags $(PKGS))
-# libarchive is dlopen()ed by la.c when an image is exported: not linked, only its header.
-LDLIBS += $(shell $(PKG_CONFIG) --libs $(filter-out libarchive,$(PKGS))) -ldl
+# libarchive and libmount are dlopen()ed (la.c when an image is exported, lm.c by --gc): not
+# linked, only their headers.
+LDLIBS += $(shell $(PKG_CONFIG) --libs $(filter-out libarchive mount,$(PKGS))) -ldl
 
 ifeq ($(SANITIZE),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

@@ -72,29 +72,6 @@ static int rm_tree_at(int dirfd, const char *name)
 	return unlinkat(dirfd, name, AT_REMOVEDIR);
 }
 
-static long long tree_bytes_at(int dirfd, const char *name)
-{
-	struct stat st;
-	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return 0;
-	long long total = (long long)st.st_blocks * 512;
-	if (!S_ISDIR(st.st_mode))
-		return total;
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		return total;
-	}
-	struct dirent *de;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			total += tree_bytes_at(fd, de->d_name);
-	closedir(d);
-	return total;
-}
-
 /* opendir() of dirfd/name, no symlink followed. */
 static DIR *open_dir_at(int dirfd, const char *name)
 {
@@ -354,6 +331,25 @@ int ud_cache_unpack_entry(struct ud_cache *c, struct ud_cache_want *w, struct ar
 	return r;
 }
 
+int ud_cache_add_layer(struct ud_cache *c, struct ud_cache_want *w, const char *hex,
+		       int (*fill)(int rootfd, void *arg, ud_error *e), void *arg, ud_error *e)
+{
+	int idx = ud_cache_want_index(w, hex);
+	if (idx < 0 || w->done[idx])
+		return 0;
+	char tmpname[64];
+	ud_autoclose int rootfd = ud_cache_trust_mkdtemp(c->tmp_fd, tmpname, sizeof(tmpname), e);
+	if (rootfd < 0)
+		return -1;
+	flock(rootfd, LOCK_EX); /* not stale while we are alive (see clean_stale_tmp) */
+	int r = fchmod(rootfd, 0755) < 0 ? ud_fail(e, UD_EXIT_STORAGE, errno, "tmp/%s", tmpname)
+					 : fill(rootfd, arg, e);
+	if (r == 0 && (r = place_layer(c, tmpname, hex, e)) == 0)
+		w->done[idx] = true;
+	rm_tree_at(c->tmp_fd, tmpname);
+	return r;
+}
+
 /* ---------------------------------------------------------------- use records */
 
 int ud_cache_users_dir(const char *cache, ud_error *e)
@@ -379,12 +375,12 @@ int ud_cache_record_use(int users_dir, const struct ud_image *img, int mnt_ns_fd
 
 /* ---------------------------------------------------------------- prune */
 
-struct hexset {
+struct strset {
 	char **v;
 	size_t n;
 };
 
-static bool hexset_has(const struct hexset *s, const char *hex)
+static bool strset_has(const struct strset *s, const char *hex)
 {
 	for (size_t i = 0; i < s->n; i++)
 		if (!strcmp(s->v[i], hex))
@@ -392,9 +388,9 @@ static bool hexset_has(const struct hexset *s, const char *hex)
 	return false;
 }
 
-static int hexset_add(struct hexset *s, const char *hex)
+static int strset_add(struct strset *s, const char *hex)
 {
-	if (hexset_has(s, hex))
+	if (strset_has(s, hex))
 		return 0;
 	char *copy = strdup(hex);
 	if (!copy || ud_push(&s->v, &s->n, sizeof(copy), &copy) < 0) {
@@ -405,7 +401,7 @@ static int hexset_add(struct hexset *s, const char *hex)
 }
 
 /* Every layer of every image the daemon has. */
-static int keep_image_layers(struct ud_docker *d, struct hexset *keep, ud_error *e)
+static int keep_image_layers(struct ud_docker *d, struct strset *keep, ud_error *e)
 {
 	char **ids = NULL;
 	size_t n_ids = 0;
@@ -419,7 +415,7 @@ static int keep_image_layers(struct ud_docker *d, struct hexset *keep, ud_error 
 		}
 		for (size_t j = 0; r == 0 && j < img.n_diff_ids; j++) {
 			const char *hex = ud_cache_digest_hex(img.diff_ids[j]);
-			if (hex && hexset_add(keep, hex) < 0)
+			if (hex && strset_add(keep, hex) < 0)
 				r = ud_oom(e);
 		}
 		ud_image_free(&img);
@@ -428,83 +424,154 @@ static int keep_image_layers(struct ud_docker *d, struct hexset *keep, ud_error 
 	return r;
 }
 
-/* Layers of live namespaces stay; records of dead ones go. */
-static void keep_used_layers(const struct ud_cache *c, struct hexset *keep)
+/* The layers a use record lists, kept. */
+static void keep_record_layers(int users, const char *name, struct strset *keep)
 {
+	int f = openat(users, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	FILE *fp = f >= 0 ? fdopen(f, "r") : NULL;
+	char line[128];
+	while (fp && fgets(line, sizeof(line), fp)) {
+		line[strcspn(line, "\n")] = '\0';
+		const char *hex = ud_cache_digest_hex(line);
+		if (hex)
+			strset_add(keep, hex);
+	}
+	if (fp)
+		fclose(fp);
+	else if (f >= 0)
+		close(f);
+}
+
+/* Layers of live namespaces stay; records of dead ones go. Every record looked at lands in
+ * seen, for keep_new_records(). */
+static int keep_used_layers(const struct ud_cache *c, struct strset *keep, struct strset *seen,
+			    ud_error *e)
+{
+	struct ud_nslive live;
+	if (ud_nslive_scan(&live, e) < 0)
+		return -1;
 	DIR *ud = open_dir_at(c->fd, "users");
 	struct dirent *de;
 	while (ud && (de = readdir(ud))) {
 		bool valid;
-		bool alive = ud_cache_trust_record_alive(de->d_name, &valid);
+		bool alive = ud_cache_trust_record_alive(de->d_name, &live, &valid);
 		if (!valid)
 			continue;
-		if (!alive) {
+		strset_add(seen, de->d_name);
+		if (alive)
+			keep_record_layers(dirfd(ud), de->d_name, keep);
+		else
 			unlinkat(dirfd(ud), de->d_name, 0);
-			continue;
-		}
-		int f = openat(dirfd(ud), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		FILE *fp = f >= 0 ? fdopen(f, "r") : NULL;
-		char line[128];
-		while (fp && fgets(line, sizeof(line), fp)) {
-			line[strcspn(line, "\n")] = '\0';
-			const char *hex = ud_cache_digest_hex(line);
-			if (hex)
-				hexset_add(keep, hex);
-		}
-		if (fp)
-			fclose(fp);
-		else if (f >= 0)
-			close(f);
 	}
+	if (ud)
+		closedir(ud);
+	ud_nslive_free(&live);
+	return 0;
+}
+
+/* Under the exclusive lock: records written since the scan are of namespaces just made. */
+static void keep_new_records(const struct ud_cache *c, struct strset *keep,
+			     const struct strset *seen)
+{
+	DIR *ud = open_dir_at(c->fd, "users");
+	struct dirent *de;
+	while (ud && (de = readdir(ud)))
+		if (de->d_name[0] != '.' && !strset_has(seen, de->d_name))
+			keep_record_layers(dirfd(ud), de->d_name, keep);
 	if (ud)
 		closedir(ud);
 }
 
-static int remove_unkept(const struct ud_cache *c, const struct hexset *keep, FILE *out,
-			 ud_error *e)
+/* What removing a tree gives back: directories, and the files whose last name it holds (a
+ * snapshot shares the rest with the daemon). */
+static long long freed_bytes_at(int at, const char *name)
 {
-	long long freed = 0;
-	size_t removed = 0;
+	struct stat st;
+	if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (!S_ISDIR(st.st_mode))
+		return st.st_nlink == 1 ? (long long)st.st_blocks * 512 : 0;
+	long long total = (long long)st.st_blocks * 512;
+	DIR *d = open_dir_at(at, name);
+	struct dirent *de;
+	while (d && (de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			total += freed_bytes_at(dirfd(d), de->d_name);
+	if (d)
+		closedir(d);
+	return total;
+}
+
+/* Under the exclusive lock, each unkept layer leaves sha256/ at once (its short name first, as
+ * place_layer() makes them in the other order): a helper that starts after the lock sees it
+ * missing, never half removed. The trash is deleted afterwards, without the lock. */
+static int trash_unkept(const struct ud_cache *c, const struct strset *keep, struct strset *gone,
+			ud_error *e)
+{
 	DIR *sd = open_dir_at(c->fd, "sha256");
 	struct dirent *de;
-	while (sd && (de = readdir(sd))) {
+	int r = 0;
+	while (r == 0 && sd && (de = readdir(sd))) {
 		if (!ud_cache_is_hex(de->d_name) || strlen(de->d_name) != HEX_LEN ||
-		    hexset_has(keep, de->d_name))
+		    strset_has(keep, de->d_name))
 			continue;
-		long long bytes = tree_bytes_at(dirfd(sd), de->d_name);
-		char link[SHORT_LEN + 1];
+		char link[SHORT_LEN + 1], trash[HEX_LEN + 32];
 		snprintf(link, sizeof(link), "%.*s", SHORT_LEN, de->d_name);
+		snprintf(trash, sizeof(trash), "%d.gc-%s", (int)getpid(), de->d_name);
 		unlinkat(c->l_fd, link, 0);
-		if (rm_tree_at(dirfd(sd), de->d_name) < 0) {
-			ud_fail(e, UD_EXIT_STORAGE, errno, "removing %s/sha256/%s", c->dir,
-				de->d_name);
-			closedir(sd);
-			return -1;
-		}
-		fprintf(out, "removed sha256:%s (%lld bytes)\n", de->d_name, bytes);
-		freed += bytes;
-		removed++;
+		if (renameat(dirfd(sd), de->d_name, c->tmp_fd, trash) < 0 ||
+		    strset_add(gone, de->d_name) < 0)
+			r = ud_fail(e, UD_EXIT_STORAGE, errno, "removing %s/sha256/%s", c->dir,
+				    de->d_name);
 	}
 	if (sd)
 		closedir(sd);
-	clean_stale_tmp(c);
-	fprintf(out, "freed %lld bytes in %zu layers\n", freed, removed);
-	return 0;
+	return r;
 }
 
-int ud_cache_prune(struct ud_docker *d, const char *cache, FILE *out, ud_error *e)
+static void empty_trash(const struct ud_cache *c, const struct strset *gone, FILE *out,
+			struct ud_cache_freed *freed)
+{
+	for (size_t i = 0; i < gone->n; i++) {
+		char trash[HEX_LEN + 32];
+		snprintf(trash, sizeof(trash), "%d.gc-%s", (int)getpid(), gone->v[i]);
+		/* Locked while it goes, so that no clean_stale_tmp() takes it for stale meanwhile. */
+		ud_autoclose int fd = openat(c->tmp_fd, trash,
+					     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0)
+			flock(fd, LOCK_EX);
+		long long bytes = freed_bytes_at(c->tmp_fd, trash);
+		rm_tree_at(c->tmp_fd, trash);
+		if (out)
+			fprintf(out, "removed sha256:%s (%lld bytes) from %s\n", gone->v[i], bytes,
+				c->dir);
+		freed->bytes += bytes;
+		freed->layers++;
+	}
+	clean_stale_tmp(c);
+}
+
+int ud_cache_prune(struct ud_docker *d, const char *cache, FILE *out, struct ud_cache_freed *freed,
+		   ud_error *e)
 {
 	struct ud_cache c;
-	struct hexset keep = {0};
+	struct strset keep = {0}, seen = {0}, gone = {0};
 	ud_autoclose int lock = -1;
 	int r = -1;
-	/* Exclusive: no helper is between its lookup and its use record now. */
-	if (ud_cache_open(&c, cache, e) == 0 && ud_cache_lock_prune(&c, true, &lock, e) == 0 &&
-	    keep_image_layers(d, &keep, e) == 0) {
-		keep_used_layers(&c, &keep);
-		r = remove_unkept(&c, &keep, out, e);
+	/* The slow parts (the daemon's images, the live namespaces) run unlocked: starts go on.
+	 * Exclusive only to catch what started meanwhile and to take the layers out of sight: no
+	 * helper is between its lookup and its use record then. */
+	if (ud_cache_open(&c, cache, e) == 0 && keep_image_layers(d, &keep, e) == 0 &&
+	    keep_used_layers(&c, &keep, &seen, e) == 0 &&
+	    ud_cache_lock_prune(&c, true, &lock, e) == 0) {
+		keep_new_records(&c, &keep, &seen);
+		r = trash_unkept(&c, &keep, &gone, e);
+		ud_closep(&lock);
+		empty_trash(&c, &gone, r == 0 ? out : NULL, freed);
 	}
 	free_strings(keep.v, keep.n);
+	free_strings(seen.v, seen.n);
+	free_strings(gone.v, gone.n);
 	ud_cache_close(&c);
 	return r;
 }

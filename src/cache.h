@@ -7,8 +7,11 @@
  *                             verified, so a crash never leaves a half layer where it is used
  *   <cache>/locks/<hex>.lock  held while a layer is being unpacked: helpers wait for each other
  *   <cache>/users/mnt-<ino>-<boot id>-<mount namespace id>
- *                             the layers a mount namespace uses, for --cache-prune
- *   <cache>/prune.lock        shared by helpers from lookup to record, exclusive by a prune
+ *                             the layers a mount namespace uses, for --gc
+ *   <cache>/prune.lock        shared by helpers from lookup to record, exclusive by a --gc
+ *                             while it takes layers out of sha256/ (into tmp/, then deleted)
+ *
+ * The same layout serves the export's layer cache and the snapshot store (snapshot.h).
  *
  * Every directory of the cache, and every one above it, is root's alone (cache_trust.c). */
 #ifndef UD_CACHE_H
@@ -76,13 +79,25 @@ struct archive;
 int ud_cache_unpack_entry(struct ud_cache *c, struct ud_cache_want *w, struct archive *outer,
 			  const char *what, bool must_be_layer, ud_error *e);
 
+/* Adds the layer hex of w (skipped when w does not want it or has it): fill() populates a fresh
+ * directory of tmp/, which then moves into sha256/ (with its short name), or goes on failure. */
+int ud_cache_add_layer(struct ud_cache *c, struct ud_cache_want *w, const char *hex,
+		       int (*fill)(int rootfd, void *arg, ud_error *e), void *arg, ud_error *e);
+
 /* Opens <cache>/users for ud_cache_record_use(), before the helper leaves the host's root. */
 int ud_cache_users_dir(const char *cache, ud_error *e);
 
 /* Records that the mount namespace mnt_ns_fd uses img's layers (read by --cache-prune). */
 int ud_cache_record_use(int users_dir, const struct ud_image *img, int mnt_ns_fd, ud_error *e);
 
-/* --cache-prune: removes layers no image refers to and no live namespace uses. */
-int ud_cache_prune(struct ud_docker *d, const char *cache, FILE *out, ud_error *e);
+struct ud_cache_freed {
+	long long bytes; /* directories, and files whose last name went */
+	size_t layers;
+};
+
+/* --gc: removes the layers of cache that no image of d refers to and no live namespace uses,
+ * each reported on out ("removed sha256:HEX (N bytes) from CACHE") and added to *freed. */
+int ud_cache_prune(struct ud_docker *d, const char *cache, FILE *out, struct ud_cache_freed *freed,
+		   ud_error *e);
 
 #endif

@@ -21,11 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "nslive.h"
 #include "util.h"
-
-#ifndef NS_GET_MNTNS_ID
-#define NS_GET_MNTNS_ID _IOR(0xb7, 0x5, __u64)
-#endif
 
 /* fd is the directory `what` (a path, for the message); sticky_ok for the ones above the cache. */
 static int check_dir(int fd, const char *what, bool sticky_ok, ud_error *e)
@@ -174,12 +171,6 @@ static void boot_id(char out[33])
 	out[32] = '\0';
 }
 
-static uint64_t mntns_id(int fd)
-{
-	__u64 id = 0;
-	return ioctl(fd, NS_GET_MNTNS_ID, &id) == 0 ? (uint64_t)id : 0;
-}
-
 int ud_cache_trust_record_name(int ns_fd, char *buf, size_t len, ud_error *e)
 {
 	struct stat st;
@@ -187,98 +178,11 @@ int ud_cache_trust_record_name(int ns_fd, char *buf, size_t len, ud_error *e)
 		return ud_fail(e, UD_EXIT_STORAGE, errno, "fstat of the mount namespace");
 	char boot[33];
 	boot_id(boot);
-	snprintf(buf, len, "mnt-%lu-%s-%" PRIu64, (unsigned long)st.st_ino, boot, mntns_id(ns_fd));
+	snprintf(buf, len, "mnt-%lu-%s-%" PRIu64, (unsigned long)st.st_ino, boot, ud_nslive_id(ns_fd));
 	return 0;
 }
 
-struct ns_want {
-	char link[64]; /* "mnt:[<inode>]" */
-	uint64_t id;   /* 0: the inode alone decides */
-};
-
-/* path is an nsfs file whose namespace has the wanted inode: is it the wanted namespace? */
-static bool same_ns(const char *path, const struct ns_want *w)
-{
-	if (!w->id)
-		return true;
-	ud_autoclose int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false; /* gone meanwhile */
-	uint64_t id = mntns_id(fd);
-	return id == 0 || id == w->id; /* 0: cannot tell, keep */
-}
-
-static bool link_is(const char *path, const struct ns_want *w)
-{
-	char buf[128];
-	ssize_t n = readlink(path, buf, sizeof(buf) - 1);
-	return n > 0 && (buf[n] = '\0', !strcmp(buf, w->link)) && same_ns(path, w);
-}
-
-/* mountinfo escapes ' ', '\t', '\n' and '\\' as \ooo. */
-static void unescape(char *s)
-{
-	char *o = s;
-	for (char *p = s; *p; p++) {
-		if (p[0] == '\\' && isdigit((unsigned char)p[1]) && isdigit((unsigned char)p[2]) &&
-		    isdigit((unsigned char)p[3])) {
-			*o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
-			p += 3;
-		} else {
-			*o++ = *p;
-		}
-	}
-	*o = '\0';
-}
-
-/* An nsfs bind mount (a --pin) in our mount table. */
-static bool pinned(const struct ns_want *w)
-{
-	FILE *mi = fopen("/proc/self/mountinfo", "re");
-	if (!mi)
-		return false;
-	char line[8192], root[128], point[4096];
-	bool found = false;
-	while (!found && fgets(line, sizeof(line), mi)) {
-		if (!strstr(line, " - nsfs ") ||
-		    sscanf(line, "%*s %*s %*s %127s %4095s", root, point) != 2 || strcmp(root, w->link))
-			continue;
-		unescape(point);
-		found = same_ns(point, w);
-	}
-	fclose(mi);
-	return found;
-}
-
-static bool held_by_process(const struct ns_want *w)
-{
-	DIR *proc = opendir("/proc");
-	if (!proc)
-		return true; /* cannot tell: keep */
-	bool found = false;
-	struct dirent *de;
-	while (!found && (de = readdir(proc))) {
-		if (!isdigit((unsigned char)de->d_name[0]))
-			continue;
-		char path[300];
-		snprintf(path, sizeof(path), "/proc/%s/ns/mnt", de->d_name);
-		found = link_is(path, w);
-		snprintf(path, sizeof(path), "/proc/%s/fd", de->d_name);
-		DIR *fds = found ? NULL : opendir(path);
-		struct dirent *fe;
-		while (fds && !found && (fe = readdir(fds))) {
-			char fpath[600];
-			snprintf(fpath, sizeof(fpath), "%s/%s", path, fe->d_name);
-			found = link_is(fpath, w);
-		}
-		if (fds)
-			closedir(fds);
-	}
-	closedir(proc);
-	return found;
-}
-
-bool ud_cache_trust_record_alive(const char *name, bool *valid)
+bool ud_cache_trust_record_alive(const char *name, const struct ud_nslive *live, bool *valid)
 {
 	unsigned long ino;
 	char boot[33], tail;
@@ -297,7 +201,5 @@ bool ud_cache_trust_record_alive(const char *name, bool *valid)
 		if (strcmp(now, boot) != 0)
 			return false;
 	}
-	struct ns_want w = {.id = id};
-	snprintf(w.link, sizeof(w.link), "mnt:[%lu]", ino);
-	return pinned(&w) || held_by_process(&w);
+	return ud_nslive_has(live, ino, id);
 }

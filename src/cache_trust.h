@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "nslive.h"
 
 /* Opens the directory at the absolute path `path` (creating what is missing, mode 0700, if
  * create), walking from / one component at a time without following symlinks. Every component
@@ -32,10 +33,10 @@ int ud_cache_trust_mkdtemp(int dirfd, char *name, size_t len, ud_error *e);
  * where the kernel has none. */
 int ud_cache_trust_record_name(int ns_fd, char *buf, size_t len, ud_error *e);
 
-/* Is the namespace a record names alive (a process in it, an fd on it, an nsfs pin)? Records
- * of another boot are dead; with an id, only the namespace with that id counts; without one
- * (and for the older "mnt-<inode>" records), any namespace with the inode does. Names that are
- * not records: *valid = false. */
-bool ud_cache_trust_record_alive(const char *name, bool *valid);
+/* Is the namespace a record names among the live ones (nslive.h)? Records of another boot are
+ * dead; with an id, only the namespace with that id counts; without one (and for the older
+ * "mnt-<inode>" records), any namespace with the inode does. Names that are not records:
+ * *valid = false. */
+bool ud_cache_trust_record_alive(const char *name, const struct ud_nslive *live, bool *valid);
 
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "docker.h"
+#include "gc.h"
 
 
 
@@ -126,6 +127,21 @@ static int set_timeout(struct ud_cli *c, const struct cli_opt *opt, const char *
 	return 0;
 }
 
+static int set_gc_interval(struct ud_cli *c, const struct cli_opt *opt, const char *arg,
+			   ud_error *e)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(arg, &end, 10);
+	if (!strcmp(arg, "never"))
+		v = -1;
+	else if (errno || *end || end == arg || v < 0)
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--%s '%s': expected seconds or never",
+			       opt->name, arg);
+	c->gc_interval = v;
+	return 0;
+}
+
 static int set_send_to_uid(struct ud_cli *c, const struct cli_opt *opt, const char *arg,
 			   ud_error *e)
 {
@@ -222,8 +238,13 @@ static const struct cli_opt options[] = {
 	 " or "},
 	{"cache-dir", 0, "DIR", set_cache_dir, 0, "The layer cache for exported images", NULL, 0,
 	 NULL},
-	{"cache-prune", 0, NULL, set_flag, FIELD(prune),
-	 "Remove cached layers no image and no live namespace uses", NULL, 0, NULL},
+	{"gc", 0, NULL, set_flag, FIELD(prune),
+	 "Remove kept and cached layers that no image and no live\nnamespace uses, print what was freed",
+	 NULL, 0, NULL},
+	{"cache-prune", 0, NULL, set_flag, FIELD(prune), "The same as --gc", NULL, 0, NULL},
+	{"gc-interval", 0, "SECONDS", set_gc_interval, 0,
+	 "Collect in the background when the last collection is this\nold (default 3600; never: off)",
+	 NULL, 0, NULL},
 	{"cache-max-files", 0, "N", set_cache_limit, 0,
 	 "Most members one layer may have (default 1000000)", NULL, 0, NULL},
 	{"cache-max-bytes", 0, "SIZE", set_cache_limit, 0,
@@ -438,7 +459,7 @@ static int parse_operands(int argc, char **argv, struct ud_cli *c, ud_error *e)
 {
 	if (c->prune) {
 		if (optind < argc)
-			return ud_fail(e, UD_EXIT_USAGE, 0, "--cache-prune takes no IMAGE");
+			return ud_fail(e, UD_EXIT_USAGE, 0, "--gc takes no IMAGE");
 		return 0;
 	}
 	if (optind >= argc)
@@ -481,6 +502,7 @@ int ud_cli_parse(int argc, char **argv, struct ud_cli *c, ud_error *e)
 	c->o.timeout_ms = 10000;
 	c->send_to_uid = (uid_t)-1;
 	c->cache_dir = UD_DEFAULT_CACHE;
+	c->gc_interval = UD_GC_DEFAULT_INTERVAL;
 	int r = parse_options(argc, argv, c, e);
 	if (r != UD_CLI_RUN)
 		return r;

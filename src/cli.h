@@ -23,7 +23,8 @@ struct ud_cli {
 	const char *send_to;
 	uid_t send_to_uid;      /* (uid_t)-1: none */
 	bool print;
-	bool prune;
+	bool prune;             /* --gc (--cache-prune) */
+	long gc_interval;       /* seconds, -1: never */
 	enum ud_layers_mode layers;
 	const char *cache_dir;
 	enum ud_pull_policy pull;

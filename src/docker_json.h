@@ -23,7 +23,8 @@ struct ud_image {
 	char **env;           /* Config.Env, "KEY=VALUE" */
 	size_t n_env;
 	char *workdir;        /* Config.WorkingDir, "" if unset */
-	bool from_cache;      /* layers are ours (export + layer cache), not the daemon's dirs */
+	bool from_cache;      /* layers are ours (a layer cache), not the daemon's dirs */
+	bool snapshot;        /* ... hard links of the daemon's dirs (snapshot.h), not an export */
 };
 
 void ud_image_free(struct ud_image *img);

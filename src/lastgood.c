@@ -129,7 +129,7 @@ int ud_lastgood_load(const char *dir, const char *socket_path, const char *ref, 
 
 /* Every layer directory of the kept answer is still there (the daemon may have deleted an image
  * while it was down, or before). */
-static int layers_present(const struct ud_image *img, ud_error *e)
+int ud_lastgood_layers_present(const struct ud_image *img, ud_error *e)
 {
 	for (size_t i = 0; i < img->n_layers; i++) {
 		struct stat st;
@@ -148,8 +148,7 @@ int ud_lastgood_resolve(const char *dir, const char *socket_path, const char *re
 	size_t len = 0;
 	if (ud_lastgood_load(dir, socket_path, ref, &body, &len, when, e) < 0)
 		return -1;
-	if (ud_parse_inspect(body, len, ref, img, e) < 0 || ud_validate_layers(img, e) < 0 ||
-	    layers_present(img, e) < 0)
+	if (ud_parse_inspect(body, len, ref, img, e) < 0 || ud_validate_layers(img, e) < 0)
 		return ud_context(e, "the kept resolution of '%s'", ref);
 	return 0;
 }

@@ -4,7 +4,7 @@
  * image inspect answer is kept, as it came, in UD_LASTGOOD_DIR (root-only, on disk: an Emperor
  * may start before dockerd after a reboot). A later start whose daemon does not answer at all
  * reads it back through the same parser and checks as a fresh answer, and uses it only if every
- * layer directory is still there. */
+ * layer is still there: in the daemon's directory, or kept in the snapshot store (snapshot.h). */
 #ifndef UD_LASTGOOD_H
 #define UD_LASTGOOD_H
 
@@ -31,9 +31,12 @@ void ud_lastgood_save(const char *dir, const char *socket_path, const char *ref,
 int ud_lastgood_load(const char *dir, const char *socket_path, const char *ref, char **body,
 		     size_t *len, time_t *when, ud_error *e);
 
-/* The kept answer parsed and checked as a fresh one (ud_parse_inspect, ud_validate_layers), and
- * every layer directory still present. */
+/* The kept answer parsed and checked as a fresh one (ud_parse_inspect, ud_validate_layers). */
 int ud_lastgood_resolve(const char *dir, const char *socket_path, const char *ref,
 			struct ud_image *img, time_t *when, ud_error *e);
+
+/* Every layer directory of a kept answer is still there (the daemon may have deleted an image
+ * while it was down, or before): for --layers direct, which has no snapshot to fall back on. */
+int ud_lastgood_layers_present(const struct ud_image *img, ud_error *e);
 
 #endif

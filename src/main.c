@@ -13,6 +13,7 @@
 #include "docker.h"
 #include "error.h"
 #include "export.h"
+#include "gc.h"
 #include "lastgood.h"
 #include "lowers.h"
 #include "pin.h"
@@ -21,6 +22,7 @@
 #include "reference.h"
 #include "rootfs.h"
 #include "rootmemo.h"
+#include "snapshot.h"
 #include "sockets.h"
 #include "util.h"
 
@@ -88,7 +90,37 @@ static void start_budget(long timeout_ms)
 	arm_budget(direct_budget(timeout_ms));
 }
 
-/* Where the layers come from: the daemon's own overlay directories, or the layer cache. */
+/* The daemon's own directories, kept under names of ours (snapshot.h) so that nothing the daemon
+ * deletes takes a file from under the namespace. If that cannot be done the directories are
+ * served as they are, with one line saying what is at stake. */
+static int keep_layers(struct run *r)
+{
+	ud_error ke = {0};
+	char buf[1400];
+	/* Linking a first image's files takes about 5 ms per 1,000. */
+	arm_budget(BUDGET_EXPORT_S);
+	int ret = ud_snapshot_prepare(&r->img, r->c.print, &r->cache_lock, &ke);
+	arm_budget(direct_budget(r->c.o.timeout_ms));
+	if (ret < 0)
+		fprintf(stderr,
+			UD_CLI_PROG ": warning: %s; serving the daemon's own layer directories, "
+				    "which docker rmi can take away from under it\n",
+			ud_error_text(&ke, buf, sizeof(buf)));
+	return 0;
+}
+
+/* Usable daemon directories: a supported driver, clean paths, and present on this machine
+ * (EACCES: there, but not for us: --print as a user). */
+static bool daemon_dirs_usable(struct ud_image *img)
+{
+	ud_error ve = {0};
+	struct stat st;
+	return ud_validate_layers(img, &ve) == 0 &&
+	       (stat(img->layers[0], &st) == 0 ? S_ISDIR(st.st_mode) : errno == EACCES);
+}
+
+/* Where the layers come from: the daemon's own overlay directories (kept, unless --layers
+ * direct), or the layer cache filled by an export. */
 static int resolve_layers(struct run *r)
 {
 	const struct ud_cli *c = &r->c;
@@ -98,15 +130,8 @@ static int resolve_layers(struct run *r)
 			       : ud_rootmemo_check(&r->d, &r->img, &r->e);
 	if (ud_docker_inspect_raw(&r->d, c->o.image, &r->img, &r->e) < 0)
 		return -1;
-	if (c->layers == UD_LAYERS_AUTO) {
-		/* Usable: a supported driver, clean paths, and present on this machine. */
-		ud_error ve = {0};
-		struct stat st;
-		/* EACCES: there, but not for us (--print as a user): still the daemon's dirs. */
-		if (ud_validate_layers(&r->img, &ve) == 0 &&
-		    (stat(r->img.layers[0], &st) == 0 ? S_ISDIR(st.st_mode) : errno == EACCES))
-			return ud_rootmemo_check(&r->d, &r->img, &r->e);
-	}
+	if (c->layers == UD_LAYERS_AUTO && daemon_dirs_usable(&r->img))
+		return ud_rootmemo_check(&r->d, &r->img, &r->e) < 0 ? -1 : keep_layers(r);
 	/* An export may rightly take minutes; a stalled one ends at --timeout (export.c). */
 	arm_budget(BUDGET_EXPORT_S);
 	int ret = ud_export_prepare(&r->d, &r->img, c->cache_dir, c->print, &r->cache_lock, &r->e);
@@ -161,7 +186,9 @@ static int before_entering(struct run *r)
 	    (r->sock = c->send_to ? ud_sockets_connect(c->send_to, c->send_to_uid, &r->e)
 				  : ud_sockets_inherited(&r->e)) < 0)
 		return -1;
-	if (r->img.from_cache && (r->users_dir = ud_cache_users_dir(c->cache_dir, &r->e)) < 0)
+	/* The layer cache or the snapshot store: the image's storage root either way. */
+	if (r->img.from_cache &&
+	    (r->users_dir = ud_cache_users_dir(r->img.storage_root, &r->e)) < 0)
 		return -1;
 	return 0;
 }
@@ -194,7 +221,8 @@ static int deliver(struct run *r)
 }
 
 /* The daemon gave no answer at all (not an error answer): the reference's last good resolution,
- * if every layer of it is still there; one line says so. Export mode has none. */
+ * if every layer of it is still there (the daemon's directory, or the snapshot of it); one line
+ * says so. Export mode has none. */
 static int resolve_offline(struct run *r)
 {
 	const struct ud_cli *c = &r->c;
@@ -206,6 +234,10 @@ static int resolve_offline(struct run *r)
 	    ud_lastgood_resolve(UD_LASTGOOD_DIR, r->d.socket_path, c->o.image, &r->img, &when,
 				&le) < 0)
 		return -1; /* the daemon's failure is the one to report */
+	if (c->layers == UD_LAYERS_DIRECT
+		    ? ud_lastgood_layers_present(&r->img, &le) < 0
+		    : ud_snapshot_prepare(&r->img, c->print, &r->cache_lock, &le) < 0)
+		return -1;
 	strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", localtime(&when));
 	fprintf(stderr, UD_CLI_PROG ": %s: using the last good resolution of '%s' (%s, kept %s)\n",
 		ud_error_text(&r->e, buf, sizeof(buf)), c->o.image, r->img.id, date);
@@ -213,11 +245,12 @@ static int resolve_offline(struct run *r)
 	return 0;
 }
 
-/* Resolved to the daemon's own directories (vouched for by rootmemo): keep it for the day the
- * daemon does not answer. */
+/* Resolved to the daemon's own directories (vouched for by rootmemo), kept or not: keep the
+ * answer for the day the daemon does not answer. */
 static void remember(struct run *r)
 {
-	if (!r->img.from_cache && r->d.inspect_body && !r->c.print && geteuid() == 0)
+	if ((!r->img.from_cache || r->img.snapshot) && r->d.inspect_body && !r->c.print &&
+	    geteuid() == 0)
 		ud_lastgood_save(UD_LASTGOOD_DIR, r->d.socket_path, r->c.o.image,
 				 r->d.inspect_body, r->d.inspect_len);
 }
@@ -239,7 +272,7 @@ static int run(struct run *r)
 	if (c->prune)
 		return ud_docker_negotiate(&r->d, &r->e) < 0
 			       ? -1
-			       : ud_cache_prune(&r->d, c->cache_dir, stdout, &r->e);
+			       : ud_gc_run(&r->d, c->cache_dir, stdout, &r->e);
 	if (resolve(r) < 0 || ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
 		return -1;
 	if (c->print)
@@ -283,6 +316,9 @@ int main(int argc, char **argv)
 	const struct ud_cli *c = &r.c;
 	if (!c->command && !c->print && !c->pin && !c->send_to && !c->prune)
 		start_budget(c->o.timeout_ms);
+	/* Before anything of the run exists: the collection inherits none of it. */
+	if (!c->print && !c->prune)
+		ud_gc_schedule(c->o.docker_host, c->o.timeout_ms, c->cache_dir, c->gc_interval);
 	int status = run(&r) < 0 ? die(&r.e) : 0;
 	run_free(&r);
 	return status;

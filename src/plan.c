@@ -331,7 +331,9 @@ char *ud_plan_json(const struct ud_plan *p)
 	json_object_object_add(o, "driver", str_or_null(img->driver));
 	json_object_object_add(o, "storage_root", str_or_null(img->storage_root));
 	json_object_object_add(o, "layers_mode",
-			       json_object_new_string(img->from_cache ? "export" : "direct"));
+			       json_object_new_string(img->snapshot     ? "snapshot"
+						      : img->from_cache ? "export"
+									: "direct"));
 	json_object_object_add(o, "layers", strv_json(img->layers, img->n_layers));
 	json_object *rw = json_object_new_object();
 	json_object_object_add(rw, "mode", json_object_new_string(rw_names[p->rw]));

@@ -1,11 +1,14 @@
 /* Small helpers shared by the helper's modules and the plugin. */
 #include "util.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <linux/openat2.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/syscall.h>
+
+#include "error.h"
 
 int ud_openat2(int dirfd, const char *path, int flags, unsigned long long resolve)
 {
@@ -20,6 +23,25 @@ int ud_openat2(int dirfd, const char *path, int flags, unsigned long long resolv
 			break;
 	}
 	return fd;
+}
+
+int ud_dl_load(const char *soname, const char *const *names, void **slots, size_t n,
+	       struct ud_error *e)
+{
+	if (n && slots[0])
+		return 0;
+	void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		return ud_fail(e, UD_EXIT_STORAGE, 0, "cannot load %s: %s", soname, dlerror());
+	for (size_t i = 0; i < n; i++) {
+		if (!(slots[i] = dlsym(h, names[i]))) {
+			for (size_t j = 0; j < i; j++)
+				slots[j] = NULL;
+			dlclose(h);
+			return ud_fail(e, UD_EXIT_STORAGE, 0, "%s lacks %s", soname, names[i]);
+		}
+	}
+	return 0;
 }
 
 int ud_push(void *arrp, size_t *n, size_t size, const void *item)

@@ -54,6 +54,13 @@ int ud_openat2(int dirfd, const char *path, int flags, unsigned long long resolv
  * nothing changed when it cannot grow. */
 int ud_push(void *arrp, size_t *n, size_t size, const void *item);
 
+/* dlopen()s soname once per process (later calls return 0 at once) and fills slots[i] with
+ * names[i]: slots is a struct of n function pointers in names' order. -1 with UD_EXIT_STORAGE
+ * when the library or a function is missing. */
+struct ud_error;
+int ud_dl_load(const char *soname, const char *const *names, void **slots, size_t n,
+	       struct ud_error *e);
+
 /* A value <-> name table ending with {0, NULL}: one list serves parsing, --help and --print. */
 struct ud_name {
 	int value;

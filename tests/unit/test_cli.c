@@ -127,6 +127,18 @@ static void test_values_and_flags(void **state)
 	assert_int_equal(parse(&c, &e, "--cache-prune", NULL), 0);
 	assert_true(c.prune);
 	ud_cli_free(&c);
+	assert_int_equal(parse(&c, &e, "--gc", NULL), 0);
+	assert_true(c.prune);
+	ud_cli_free(&c);
+	assert_int_equal(parse(&c, &e, "--print", "img", NULL), 0);
+	assert_int_equal(c.gc_interval, 3600);
+	ud_cli_free(&c);
+	assert_int_equal(parse(&c, &e, "--gc-interval", "never", "--print", "img", NULL), 0);
+	assert_int_equal(c.gc_interval, -1);
+	ud_cli_free(&c);
+	assert_int_equal(parse(&c, &e, "--gc-interval", "0", "--print", "img", NULL), 0);
+	assert_int_equal(c.gc_interval, 0);
+	ud_cli_free(&c);
 }
 
 static void test_binds_in_order(void **state)
@@ -216,7 +228,10 @@ static void test_usage_errors(void **state)
 	USAGE_ERROR("--cache-dir 'a': expected an absolute path", "--cache-dir", "a", "i");
 	USAGE_ERROR("--rw-path and --read-only exclude each other", "--read-only", "--rw-path", "/x",
 		    "i");
-	USAGE_ERROR("--cache-prune takes no IMAGE", "--cache-prune", "i");
+	USAGE_ERROR("--gc takes no IMAGE", "--cache-prune", "i");
+	USAGE_ERROR("--gc takes no IMAGE", "--gc", "i");
+	USAGE_ERROR("--gc-interval 'x': expected seconds or never", "--gc-interval", "x", "i");
+	USAGE_ERROR("--gc-interval '-1': expected seconds or never", "--gc-interval", "-1", "i");
 	USAGE_ERROR("no IMAGE given", "--print");
 	USAGE_ERROR("unexpected 'sh' after IMAGE", "i", "sh");
 	USAGE_ERROR("no COMMAND after '--'", "i", "--");
