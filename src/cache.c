@@ -442,29 +442,35 @@ static void keep_record_layers(int users, const char *name, struct strset *keep)
 		close(f);
 }
 
-/* Layers of live namespaces stay; records of dead ones go. Every record looked at lands in
- * seen, for keep_new_records(). */
+/* Layers of live namespaces stay; records of dead ones go. The records are listed before the
+ * namespaces are looked for: a record is written once its namespace exists, so one listed here
+ * has a namespace the scan sees if it is alive; one written later is judged by
+ * keep_new_records(). Every record listed lands in seen. */
 static int keep_used_layers(const struct ud_cache *c, struct strset *keep, struct strset *seen,
 			    ud_error *e)
 {
-	struct ud_nslive live;
-	if (ud_nslive_scan(&live, e) < 0)
-		return -1;
 	DIR *ud = open_dir_at(c->fd, "users");
 	struct dirent *de;
-	while (ud && (de = readdir(ud))) {
-		bool valid;
-		bool alive = ud_cache_trust_record_alive(de->d_name, &live, &valid);
-		if (!valid)
-			continue;
-		strset_add(seen, de->d_name);
-		if (alive)
-			keep_record_layers(dirfd(ud), de->d_name, keep);
-		else
-			unlinkat(dirfd(ud), de->d_name, 0);
+	while (ud && (de = readdir(ud)))
+		if (de->d_name[0] != '.' && strset_add(seen, de->d_name) < 0) {
+			closedir(ud);
+			return ud_oom(e);
+		}
+	struct ud_nslive live;
+	if (!ud || ud_nslive_scan(&live, e) < 0) {
+		if (ud)
+			closedir(ud);
+		return ud ? -1 : 0;
 	}
-	if (ud)
-		closedir(ud);
+	for (size_t i = 0; i < seen->n; i++) {
+		bool valid;
+		bool alive = ud_cache_trust_record_alive(seen->v[i], &live, &valid);
+		if (valid && alive)
+			keep_record_layers(dirfd(ud), seen->v[i], keep);
+		else if (valid)
+			unlinkat(dirfd(ud), seen->v[i], 0);
+	}
+	closedir(ud);
 	ud_nslive_free(&live);
 	return 0;
 }

@@ -47,6 +47,32 @@ def helper():
     return HELPER
 
 
+GC_STAMP = "/var/lib/uwsgi-docker/gc.stamp"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_background_gc(helper):
+    """Every helper run collects garbage in the background once its stamp is an hour old
+    (--gc-interval): a fresh stamp keeps that out of the tests' way, except where a test asks
+    for it. At the end, one --gc releases what the session's removed images left in the
+    snapshot stores; the stamp gets its old time back."""
+    os.makedirs(os.path.dirname(GC_STAMP), exist_ok=True)
+    try:
+        st = os.stat(GC_STAMP)
+        old = (st.st_atime, st.st_mtime)
+    except FileNotFoundError:
+        old = None
+    with open(GC_STAMP, "a"):
+        pass
+    os.utime(GC_STAMP)
+    yield
+    subprocess.run([HELPER, "--gc"], capture_output=True, timeout=300)
+    if old:
+        os.utime(GC_STAMP, old)
+    else:
+        os.unlink(GC_STAMP)
+
+
 @pytest.fixture(scope="session")
 def docker_ready():
     """dockerd must answer: CI starts it, so an unreachable daemon is a failure, not a skip."""

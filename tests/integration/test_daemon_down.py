@@ -18,14 +18,8 @@ from plugin_support import (HELPER, PREFIX, Harness, RequestLoop, form1_options,
 
 assert plug_images  # a fixture, used by name
 
-LASTGOOD = "/var/lib/uwsgi-docker/last-good"
-
-
-def _record_name(socket_path, ref):
-    h = 0xcbf29ce484222325
-    for b in socket_path.encode() + b"\xff" + ref.encode():
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return os.path.join(LASTGOOD, "%016x.json" % h)
+LASTGOOD = udlib.LASTGOOD
+_record_name = udlib.lastgood_record
 
 
 class Daemon:

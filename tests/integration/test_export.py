@@ -285,29 +285,47 @@ def _compare_export_to_direct(ximages, cache, which, pod=None):
     """Same inside view (types, modes incl. setuid/setgid/sticky, owners, link counts and
     hard-link groups, device numbers, sizes, mtimes, symlink targets, xattrs and file
     capabilities) from the cache as from the daemon's layer dirs; against Podman, both of its
-    paths must also equal dockerd's direct view."""
+    paths must also equal dockerd's direct view. The default (the daemon's directories kept by
+    hard links) runs first and must equal its daemon's direct view exactly: the same inodes."""
     tag = getattr(ximages, which)
+    image, host, daemon = (pod.names[which], pod.address, "podman") if pod else (tag, None, "docker")
+    keep = ["-H", host] if host else []
+    kept = (inside_view(image, keep), inside_xattrs(image, keep))
     baseline = inside_view(tag, ["--layers", "direct"])
     base_x = inside_xattrs(tag, ["--layers", "direct"])
     CHECKS[which](baseline, base_x)
 
     views = {}
     if pod:
-        image, host, daemon = pod.names[which], pod.address, "podman"
         direct = ["-H", host, "--layers", "direct"]
         views["podman direct"] = (inside_view(image, direct), inside_xattrs(image, direct))
-    else:
-        image, host, daemon = tag, None, "docker"
     exp = export_opts(cache, host)
     views[f"{daemon} export"] = (inside_view(image, exp), inside_xattrs(image, exp))
 
     want = set(diff_ids(ximages.info[tag]))
     assert set(cache_layers(cache)) == want, "the cache must hold exactly the image's diffIDs"
     assert cache_tmp(cache) == []
+    # The kept view is its own daemon's direct view, link counts included.
+    d = diff_views(views["podman direct"][0] if pod else baseline, kept[0])
+    assert not d, f"{daemon} snapshot differs from its direct view:\n  " + "\n  ".join(d[:40])
+    assert kept[1] == base_x, f"{daemon} snapshot: xattrs differ:\n {base_x}\n {kept[1]}"
     for label, (v, x) in views.items():
-        d = diff_views(baseline, v)
+        d = diff_views(baseline, _as_if_kept(v, baseline))
         assert not d, f"{label} differs from docker direct ({len(d)}):\n  " + "\n  ".join(d[:40])
         assert x == base_x, f"{label}: xattrs differ:\n direct: {base_x}\n {label}: {x}"
+
+
+def _as_if_kept(view, direct):
+    """view with each non-directory's link count doubled where direct's is twice it: a daemon
+    whose layer is kept in a snapshot store counts the store's names too (the same inodes),
+    what the export's own copy or the other daemon's directory does not."""
+    out = {}
+    for name, e in view.items():
+        d = direct.get(name)
+        if d and e["type"] != stat.S_IFDIR and d["nlink"] == 2 * e["nlink"]:
+            e = dict(e, nlink=d["nlink"])
+        out[name] = e
+    return out
 
 
 @pytest.mark.parametrize("which", ["feat", "xattr"])

@@ -34,6 +34,17 @@ BASE_ENV = {
 }
 
 
+LASTGOOD = "/var/lib/uwsgi-docker/last-good"
+
+
+def lastgood_record(socket_path, ref):
+    """The helper's record of ref's last good resolution through socket_path (lastgood.c)."""
+    h = 0xcbf29ce484222325
+    for b in socket_path.encode() + b"\xff" + ref.encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return os.path.join(LASTGOOD, "%016x.json" % h)
+
+
 def helper_env(**extra):
     env = dict(BASE_ENV)
     for k, v in extra.items():
@@ -193,7 +204,8 @@ _WATCH = {
     "/var": None,
     "/tmp": re.compile(r"^(init|upper|work|root|uwsgi-docker.*)$"),
     "/var/tmp": re.compile(r"^$"),  # only the session's own names
-    STORAGE: re.compile(r"^(?![0-9a-f]{64}(-init)?$).*$"),   # not dockerd's layers
+    # not dockerd's layers, nor the helper's snapshot store of them (state, like the layers)
+    STORAGE: re.compile(r"^(?![0-9a-f]{64}(-init)?$)(?!uwsgi-docker$).*$"),
     STORAGE + "/l": re.compile(r"^(?![A-Z0-9]{26}$).*$"),    # nor their short names
 }
 
