@@ -122,10 +122,9 @@ check-integration: $(HELPER) $(PLUGIN)
 FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
 FZ := build-fuzz
-# pull_progress is left out of the default run until its open finding is fixed: a json-c
-# comment ("//") right after an object is consumed or refused depending on where the stream is
-# cut (found by this target; FUZZ_SKIP= runs it).
-FUZZ_SKIP ?= pull_progress
+# Targets left out of the default run, e.g. one with an open finding: FUZZ_SKIP=NAME (empty:
+# every target runs).
+FUZZ_SKIP ?=
 FUZZ_TARGETS := $(filter-out $(FUZZ_SKIP),$(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)
 FUZZ_OBJS := $(LIB_SRCS:src/%.c=$(FZ)/obj/%.o)

@@ -1,9 +1,11 @@
-/* The pull's progress stream (json-c, incremental): layer states, the error object, the digest. */
+/* The pull's progress stream: objects gathered whole, then read by json-c; layer states, the error
+ * object, the digest. */
 #include "pull_progress.h"
 
 #include <ctype.h>
 #include <json-c/json.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int ud_pull_progress_init(struct ud_pull_progress *p, ud_error *e)
@@ -18,6 +20,9 @@ void ud_pull_progress_free(struct ud_pull_progress *p)
 	if (p->tok)
 		json_tokener_free(p->tok);
 	p->tok = NULL;
+	free(p->obj);
+	p->obj = NULL;
+	p->obj_len = p->obj_cap = 0;
 }
 
 void ud_pull_one_line(const char *msg, char *out, size_t len)
@@ -124,52 +129,124 @@ static void take_object(struct ud_pull_progress *p, json_object *o, ud_pull_cb *
 		cb(ctx, p, ev, l);
 }
 
+/* JSON's whitespace, not isspace()'s: a vertical tab or form feed is no separator in JSON. */
+static bool json_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* How many of the len bytes belong to the object being gathered; *closed once its last '}' is
+ * among them. Strings, escapes and depth live in p, so an object cut anywhere (inside a string,
+ * between a backslash and the quote it escapes) ends at the same byte as one fed whole. */
+static size_t scan_object(struct ud_pull_progress *p, const char *data, size_t len, bool *closed)
+{
+	*closed = false;
+	for (size_t i = 0; i < len; i++) {
+		char c = data[i];
+		if (p->in_string) {
+			if (p->escaped)
+				p->escaped = false;
+			else if (c == '\\')
+				p->escaped = true;
+			else if (c == '"')
+				p->in_string = false;
+		} else if (c == '"') {
+			p->in_string = true;
+		} else if (c == '{' || c == '[') {
+			p->depth++;
+		} else if ((c == '}' || c == ']') && --p->depth == 0) {
+			*closed = true;
+			return i + 1;
+		}
+	}
+	return len;
+}
+
+static int gather(struct ud_pull_progress *p, const char *data, size_t n, ud_error *e)
+{
+	/* Checked before growing: a stream that never closes its object costs at most this much. */
+	if (n > UD_PULL_MAX_OBJECT - p->obj_len)
+		return ud_fail(e, UD_EXIT_DAEMON, 0,
+			       "the pull's progress stream has an object longer than %d bytes",
+			       UD_PULL_MAX_OBJECT);
+	if (p->obj_len + n > p->obj_cap) {
+		size_t cap = p->obj_cap ? p->obj_cap : 4096;
+		while (cap < p->obj_len + n)
+			cap *= 2;
+		char *grown = realloc(p->obj, cap);
+		if (!grown)
+			return ud_oom(e);
+		p->obj = grown;
+		p->obj_cap = cap;
+	}
+	memcpy(p->obj + p->obj_len, data, n);
+	p->obj_len += n;
+	return 0;
+}
+
+/* One whole object in one call: json-c's answer then depends on the object's bytes alone. */
+static int parse_object(struct ud_pull_progress *p, ud_pull_cb *cb, void *ctx, ud_error *e)
+{
+	json_tokener *tok = p->tok;
+	json_tokener_reset(tok);
+	json_object *o = json_tokener_parse_ex(tok, p->obj, (int)p->obj_len);
+	enum json_tokener_error jerr = json_tokener_get_error(tok);
+	/* Where json-c and the scan disagree on the end (a '}' in a comment or a single-quoted
+	 * string, extensions a daemon never writes), the object is refused, not guessed at. */
+	if (!o || jerr != json_tokener_success || json_tokener_get_parse_end(tok) != p->obj_len) {
+		const char *why = json_tokener_error_desc(jerr);
+		if (jerr == json_tokener_continue)
+			why = "an unfinished object";
+		else if (jerr == json_tokener_success)
+			why = "an object that ends before its last brace";
+		json_object_put(o);
+		json_tokener_reset(tok);
+		return ud_fail(e, UD_EXIT_DAEMON, 0, "the pull's progress stream is not JSON (%s)",
+			       why);
+	}
+	take_object(p, o, cb, ctx);
+	json_object_put(o);
+	p->obj_len = 0;
+	return 0;
+}
+
 int ud_pull_progress_feed(struct ud_pull_progress *p, const char *data, size_t len, ud_pull_cb *cb,
 			  void *ctx, ud_error *e)
 {
-	json_tokener *tok = p->tok;
 	/* JSON text never holds a NUL byte; json-c stops at one and loses what it was building. */
 	if (memchr(data, '\0', len))
-		return ud_fail(e, UD_EXIT_DAEMON, 0, "the pull's progress stream is not JSON (a NUL byte)");
+		return ud_fail(e, UD_EXIT_DAEMON, 0,
+			       "the pull's progress stream is not JSON (a NUL byte)");
 	while (len) {
 		/* Between objects: only whitespace, then '{'. A top-level scalar (a number cut at a
-		 * chunk's end) would parse differently depending on where the transport cut it. */
-		if (!p->pending) {
-			while (len && isspace((unsigned char)*data))
+		 * chunk's end) or a json-c comment would be read differently depending on where the
+		 * transport cut the stream. */
+		if (!p->obj_len) {
+			while (len && json_space(*data))
 				data++, len--;
 			if (!len)
 				break;
 			if (*data != '{')
 				return ud_fail(e, UD_EXIT_DAEMON, 0,
-					       "the pull's progress stream is not a series of JSON objects");
+					       "the pull's progress stream is not a series of JSON "
+					       "objects (byte 0x%02x outside an object)",
+					       (unsigned char)*data);
 		}
-		int chunk = len > 1 << 30 ? 1 << 30 : (int)len;
-		json_object *o = json_tokener_parse_ex(tok, data, chunk);
-		enum json_tokener_error jerr = json_tokener_get_error(tok);
-		size_t used = json_tokener_get_parse_end(tok);
-		if (jerr == json_tokener_continue) {
-			p->pending = true;
-		} else if (jerr != json_tokener_success || !o) {
-			json_tokener_reset(tok);
-			return ud_fail(e, UD_EXIT_DAEMON, 0, "the pull's progress stream is not JSON (%s)",
-				       json_tokener_error_desc(jerr));
-		} else {
-			p->pending = false;
-			take_object(p, o, cb, ctx);
-			json_object_put(o);
-		}
-		if (used == 0 || used > (size_t)chunk)
-			used = (size_t)chunk;
-		data += used;
-		len -= used;
+		bool closed;
+		size_t n = scan_object(p, data, len, &closed);
+		if (gather(p, data, n, e) < 0 || (closed && parse_object(p, cb, ctx, e) < 0))
+			return -1;
+		data += n;
+		len -= n;
 	}
 	return 0;
 }
 
 int ud_pull_progress_end(const struct ud_pull_progress *p, ud_error *e)
 {
-	if (p->pending)
-		return ud_fail(e, UD_EXIT_DAEMON, 0, "the pull's progress stream ended inside an object");
+	if (p->obj_len)
+		return ud_fail(e, UD_EXIT_DAEMON, 0,
+			       "the pull's progress stream ended inside an object");
 	return 0;
 }
 

@@ -1,7 +1,9 @@
 /* The daemon's answer to POST /images/create: a stream of JSON objects, one per progress event
  * ({"status","id","progressDetail":{"current","total"}}) or one error ({"error","errorDetail"}).
- * Pure: fed bytes as they arrive, split at object boundaries by json-c's incremental tokener, so
- * captured streams are unit-tested. */
+ * Pure: fed bytes as they arrive, so captured streams are unit-tested. Each top-level object is
+ * gathered whole (its end found here, not by json-c) before json-c reads it: json-c's incremental
+ * tokener takes extensions (comments, lenient numbers) whose outcome depends on where the
+ * transport cut the stream. */
 #ifndef UD_PULL_PROGRESS_H
 #define UD_PULL_PROGRESS_H
 
@@ -11,6 +13,9 @@
 #include "error.h"
 
 #define UD_PULL_MAX_LAYERS 256
+/* One object's size at most: progress objects are a few hundred bytes, and an error quoting a
+ * registry's whole answer (pull.c keeps 64 KiB of one) still fits, escaped, several times over. */
+#define UD_PULL_MAX_OBJECT (1024 * 1024)
 
 struct ud_pull_layer {
 	char id[80];
@@ -20,13 +25,16 @@ struct ud_pull_layer {
 };
 
 struct ud_pull_progress {
-	void *tok;                /* json_tokener * */
-	bool pending;             /* an object has started and not ended */
+	void *tok;		 /* json_tokener * */
+	char *obj;		 /* the object being gathered (obj_len > 0: one has started) */
+	size_t obj_len, obj_cap; /* its bytes so far; obj's size */
+	size_t depth;		 /* of '{' and '[' in it, outside strings */
+	bool in_string, escaped; /* inside a string; right after its backslash */
 	struct ud_pull_layer layers[UD_PULL_MAX_LAYERS];
 	size_t n_layers;
 	size_t n_done;
-	char error[512];          /* the daemon's or registry's words, one line; "" if none */
-	char digest[80];          /* from "Digest: sha256:..." */
+	char error[512]; /* the daemon's or registry's words, one line; "" if none */
+	char digest[80]; /* from "Digest: sha256:..." */
 };
 
 /* What one object changed, for the display. */
@@ -44,7 +52,9 @@ int ud_pull_progress_init(struct ud_pull_progress *p, ud_error *e);
 void ud_pull_progress_free(struct ud_pull_progress *p);
 
 /* Feeds the next bytes of the stream; cb (may be NULL) is called once per complete object.
- * -1 only for a stream that is not JSON (status 66). An error object is no failure here: it
+ * -1 only for a stream that is not a series of JSON objects (status 66): anything but JSON
+ * whitespace between objects, an object json-c refuses, one past UD_PULL_MAX_OBJECT bytes.
+ * The answer is the same wherever the stream is cut. An error object is no failure here: it
  * fills p->error (check after feeding). */
 int ud_pull_progress_feed(struct ud_pull_progress *p, const char *data, size_t len, ud_pull_cb *cb,
 			  void *ctx, ud_error *e);

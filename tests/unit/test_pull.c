@@ -17,6 +17,7 @@
 #include "pull.h"
 #include "pull_progress.h"
 #include "reference.h"
+#include "util.h"
 
 /* ---- helpers ----------------------------------------------------------------------------------- */
 
@@ -326,6 +327,189 @@ static void test_stream_broken(void **state)
 	ud_pull_progress_free(&p);
 }
 
+/* What one feeding left behind, to compare feedings cut at different places. */
+struct outcome {
+	int r;
+	ud_error e;
+	size_t n_layers, n_done;
+	char error[512];
+};
+
+/* s fed in two chunks, cut after `cut` bytes, as the fuzz target pull_progress does. */
+static struct outcome feed_cut(const char *s, size_t len, size_t cut)
+{
+	struct outcome o = {0};
+	struct ud_pull_progress p;
+	assert_int_equal(ud_pull_progress_init(&p, &o.e), 0);
+	o.r = ud_pull_progress_feed(&p, s, cut, NULL, NULL, &o.e);
+	if (o.r == 0)
+		o.r = ud_pull_progress_feed(&p, s + cut, len - cut, NULL, NULL, &o.e);
+	if (o.r == 0)
+		o.r = ud_pull_progress_end(&p, &o.e);
+	o.n_layers = p.n_layers;
+	o.n_done = p.n_done;
+	memcpy(o.error, p.error, sizeof(o.error));
+	ud_pull_progress_free(&p);
+	return o;
+}
+
+/* Every cut gives what the whole stream gives (r, status, message, state); returns that. */
+static struct outcome same_at_every_cut(const char *s)
+{
+	size_t len = strlen(s);
+	struct outcome whole = feed_cut(s, len, len);
+	for (size_t cut = 0; cut < len; cut++) {
+		struct outcome o = feed_cut(s, len, cut);
+		if (o.r != whole.r || strcmp(o.e.msg, whole.e.msg) != 0)
+			fail_msg("'%s' cut at %zu: %d '%s', whole: %d '%s'", s, cut, o.r, o.e.msg,
+				 whole.r, whole.e.msg);
+		assert_int_equal(o.e.status, whole.e.status);
+		assert_int_equal(o.n_layers, whole.n_layers);
+		assert_int_equal(o.n_done, whole.n_done);
+		assert_string_equal(o.error, whole.error);
+	}
+	return whole;
+}
+
+/* The pull_progress fuzzer's findings (tests/fuzz/regressions/pull_progress/): json-c read a
+ * comment after an object, and "1-" inside one, differently depending on the cut. */
+static void test_stream_comment_every_cut(void **state)
+{
+	(void)state;
+	const char *refused[] = {
+		"{\"st\":\"\"}//xxxxxx\n",
+		"{\"status\":\"Pull complete\",\"id\":\"a\"}\n// a comment\n{\"id\":\"b\"}\n",
+		"{\"st\":\"\"}/* a comment */",
+		"{\"st\":\"\"}/",
+		"{\"d\":1-}",
+		/* Inside an object json-c would take the comment; the scan ends the object at the
+		 * brace in it, and json-c does not end there. */
+		"{\"a\":1 /* } */}",
+		"{'a':'}'}",
+	};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		struct outcome o = same_at_every_cut(refused[i]);
+		assert_int_equal(o.r, -1);
+		assert_int_equal(o.e.status, UD_EXIT_DAEMON);
+	}
+	struct outcome o = same_at_every_cut(STREAM);
+	assert_int_equal(o.r, 0);
+	assert_int_equal(o.n_done, 2);
+}
+
+/* A backslash-escaped quote (and braces) inside a string, cut anywhere, even between the
+ * backslash and its quote: the object ends at its own last brace. */
+static void test_stream_escaped_quote_split(void **state)
+{
+	(void)state;
+	const char *s = "{\"status\":\"Downloading\",\"id\":\"x\\\"}{\",\"progressDetail\":"
+			"{\"current\":5,\"total\":10}}\r\n"
+			"{\"errorDetail\":{\"message\":\"say \\\"}\\\" \\\\\"}}\r\n";
+	struct outcome o = same_at_every_cut(s);
+	assert_int_equal(o.r, 0);
+	assert_int_equal(o.n_layers, 1);
+	assert_string_equal(o.error, "say \"}\" \\");
+
+	/* Byte by byte, with the layer's fields checked. */
+	struct ud_pull_progress p;
+	ud_error e = {0};
+	assert_int_equal(ud_pull_progress_init(&p, &e), 0);
+	for (size_t i = 0; s[i]; i++)
+		assert_int_equal(ud_pull_progress_feed(&p, s + i, 1, NULL, NULL, &e), 0);
+	assert_int_equal(ud_pull_progress_end(&p, &e), 0);
+	assert_string_equal(p.layers[0].id, "x\"}{");
+	assert_int_equal(p.layers[0].current, 5);
+	assert_int_equal(p.layers[0].total, 10);
+	ud_pull_progress_free(&p);
+}
+
+/* Between objects only JSON whitespace: anything else is one error, after the objects before it
+ * were taken. */
+static void test_stream_garbage_between_objects(void **state)
+{
+	(void)state;
+	const char *garbage[] = {
+		"{\"id\":\"a\",\"status\":\"Pull complete\"}x{\"id\":\"b\"}",
+		"{\"id\":\"a\",\"status\":\"Pull complete\"},{\"id\":\"b\"}",
+		"{\"id\":\"a\",\"status\":\"Pull complete\"}\v{\"id\":\"b\"}",
+		"{\"id\":\"a\",\"status\":\"Pull complete\"}]",
+		"{\"id\":\"a\",\"status\":\"Pull complete\"}\n\"s\"",
+	};
+	for (size_t i = 0; i < sizeof(garbage) / sizeof(garbage[0]); i++) {
+		struct ud_pull_progress p;
+		struct seen seen = {0};
+		ud_error e = {0};
+		assert_int_equal(ud_pull_progress_init(&p, &e), 0);
+		assert_int_equal(ud_pull_progress_feed(&p, garbage[i], strlen(garbage[i]), count,
+						       &seen, &e),
+				 -1);
+		assert_int_equal(e.status, UD_EXIT_DAEMON);
+		assert_non_null(strstr(e.msg, "not a series of JSON objects"));
+		assert_non_null(strstr(e.msg, "outside an object"));
+		assert_int_equal(seen.done, 1);
+		ud_pull_progress_free(&p);
+		assert_int_equal(same_at_every_cut(garbage[i]).r, -1);
+	}
+	const char *spaces = " \t\r\n{\"id\":\"a\",\"status\":\"Pull complete\"} \t\r\n{}\r\n";
+	struct outcome o = same_at_every_cut(spaces);
+	assert_int_equal(o.r, 0);
+	assert_int_equal(o.n_done, 1);
+}
+
+/* {"status":"aaa...a"}: n bytes in all. */
+static char *object_of(size_t n)
+{
+	char *s = malloc(n + 1);
+	assert_non_null(s);
+	memset(s, 'a', n);
+	memcpy(s, "{\"status\":\"", 11);
+	memcpy(s + n - 2, "\"}", 3);
+	return s;
+}
+
+/* Gathering stops at UD_PULL_MAX_OBJECT bytes however the object is cut: a stream that never
+ * closes its object (braces inside an endless string) cannot make the parser buffer on. */
+static void test_stream_object_too_long(void **state)
+{
+	(void)state;
+	struct ud_pull_progress p;
+	ud_error e = {0};
+	ud_autofree char *max = object_of(UD_PULL_MAX_OBJECT);
+	assert_int_equal(ud_pull_progress_init(&p, &e), 0);
+	assert_int_equal(ud_pull_progress_feed(&p, max, UD_PULL_MAX_OBJECT, NULL, NULL, &e), 0);
+	assert_int_equal(ud_pull_progress_end(&p, &e), 0);
+	ud_pull_progress_free(&p);
+
+	const size_t len = UD_PULL_MAX_OBJECT + 1;
+	ud_autofree char *over = object_of(len);
+	const size_t steps[] = {7, 4096, len};
+	for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+		size_t step = steps[k];
+		assert_int_equal(ud_pull_progress_init(&p, &e), 0);
+		int r = 0;
+		for (size_t i = 0; r == 0 && i < len; i += step) {
+			size_t n = step < len - i ? step : len - i;
+			r = ud_pull_progress_feed(&p, over + i, n, NULL, NULL, &e);
+		}
+		assert_int_equal(r, -1);
+		assert_int_equal(e.status, UD_EXIT_DAEMON);
+		assert_non_null(strstr(e.msg, "longer than"));
+		ud_pull_progress_free(&p);
+	}
+
+	const char braces[] = "}}}}]]]]{{{{\\\"";
+	assert_int_equal(ud_pull_progress_init(&p, &e), 0);
+	assert_int_equal(ud_pull_progress_feed(&p, "{\"a\":\"", 6, NULL, NULL, &e), 0);
+	size_t fed = 6;
+	while (fed <= 2 * UD_PULL_MAX_OBJECT &&
+	       ud_pull_progress_feed(&p, braces, sizeof(braces) - 1, NULL, NULL, &e) == 0)
+		fed += sizeof(braces) - 1;
+	assert_true(fed <= UD_PULL_MAX_OBJECT);
+	assert_true(p.obj_cap <= UD_PULL_MAX_OBJECT);
+	assert_non_null(strstr(e.msg, "longer than"));
+	ud_pull_progress_free(&p);
+}
+
 static void test_error_status(void **state)
 {
 	(void)state;
@@ -407,6 +591,10 @@ int main(void)
 		cmocka_unit_test(test_stream_whole_and_split),
 		cmocka_unit_test(test_stream_error_object),
 		cmocka_unit_test(test_stream_broken),
+		cmocka_unit_test(test_stream_comment_every_cut),
+		cmocka_unit_test(test_stream_escaped_quote_split),
+		cmocka_unit_test(test_stream_garbage_between_objects),
+		cmocka_unit_test(test_stream_object_too_long),
 		cmocka_unit_test(test_error_status),
 		cmocka_unit_test(test_reference_parts),
 		cmocka_unit_test(test_pull_path),
