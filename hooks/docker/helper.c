@@ -58,6 +58,7 @@ char **ud_helper_argv(void)
 	OPT("--layers", ud.layers);
 	OPT("--pull", ud.pull);
 	OPT("--cache-dir", ud.cache_dir);
+	OPT("--gc-interval", ud.gc_interval);
 	uwsgi_foreach(usl, ud.binds) OPT("--bind", usl->value);
 	uwsgi_foreach(usl, ud.ro_binds) OPT("--ro-bind", usl->value);
 	uwsgi_foreach(usl, ud.tmpfs) OPT("--tmpfs", usl->value);

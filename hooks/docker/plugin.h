@@ -36,6 +36,7 @@ struct ud_plugin {
 	char *layers;
 	char *pull;
 	char *cache_dir;
+	char *gc_interval;
 	char *canary_timeout;
 
 	/* state */
