@@ -60,15 +60,25 @@ static bool due(long interval)
 	       (stat(UD_GC_STAMP, &st) < 0 || time(NULL) - st.st_mtime >= interval);
 }
 
+/* fd as to, close-on-exec (nothing here executes anything). */
+static void put_fd(int fd, int to)
+{
+	if (fd != to && dup3(fd, to, O_CLOEXEC) < 0)
+		_exit(1);
+}
+
 /* Descriptors 0-2 on /dev/null, the lifeline as 3, nothing else; lowest priorities. */
 static void detach(int lifeline)
 {
-	if (dup2(lifeline, 3) < 0)
-		_exit(1);
+	put_fd(lifeline, 3);
 	syscall(SYS_close_range, 4U, ~0U, 0U);
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+	if (null < 0)
 		_exit(1);
+	for (int fd = 0; fd < 3; fd++)
+		put_fd(null, fd);
+	if (null > 3)
+		close(null);
 	setsid();
 	setpriority(PRIO_PROCESS, 0, 19);
 	/* IOPRIO_CLASS_IDLE (3) << IOPRIO_CLASS_SHIFT (13), for this process (IOPRIO_WHO_PROCESS). */
