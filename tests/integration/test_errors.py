@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from udlib import DOCKER_SOCK, HELPER, describe, error_line, helper_env, layer_dirs, run
+from udlib import DOCKER_SOCK, HELPER, describe, error_line, helper_env, kept_dirs, run
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_daemon.py")
 
@@ -199,7 +199,7 @@ def test_api_version_negotiation(images, fake_daemon, theirs, expected):
     sock, log = fake_daemon("version:" + theirs, info)
     p = run(["-H", sock, "--print", images.layers])
     assert p.returncode == 0, describe(p)
-    assert json.loads(p.stdout)["layers"] == layer_dirs(info)
+    assert json.loads(p.stdout)["layers"] == kept_dirs(info)
     reqs = _requests(log)
     image_paths = [r[1] for r in reqs if "/images/" in r[1]]
     assert image_paths, reqs
@@ -278,7 +278,7 @@ def test_print_does_not_need_root(images, fake_daemon):
                         HELPER, "-H", sock, "--print", images.layers], capture_output=True,
                        text=True, timeout=60, env=helper_env(), stdin=subprocess.DEVNULL)
     assert p.returncode == 0, describe(p)
-    assert json.loads(p.stdout)["layers"] == layer_dirs(info)
+    assert json.loads(p.stdout)["layers"] == kept_dirs(info)
 
 
 # ---------------------------------------------------------------- a daemon newer than the helper
@@ -305,7 +305,7 @@ def test_daemon_newer_than_the_helper_print(images, fake_daemon):
     sock, log = fake_daemon("newer:1.49", info)
     p = run(["-H", sock, "--print", images.layers])
     assert p.returncode == 0, describe(p)
-    assert json.loads(p.stdout)["layers"] == layer_dirs(info)
+    assert json.loads(p.stdout)["layers"] == kept_dirs(info)
     assert [r[1].split("/images/")[0] for r in _requests(log) if "/images/" in r[1]] == \
         ["/v1.47", "/v1.49"]
 
@@ -459,7 +459,8 @@ def test_legacy_overlay_options_past_one_page(images, fake_daemon, scratch, api)
     doc["GraphDriver"] = {"Name": "overlay2",
                           "Data": {"UpperDir": layers[0], "LowerDir": ":".join(layers[1:])}}
     sock, log = fake_daemon("root=" + root, doc)
-    p = run(["-H", sock, "--mount-api", api, images.single, "--", "/bin/sh", "-c",
+    p = run(["-H", sock, "--layers", "direct", "--mount-api", api, images.single, "--",
+             "/bin/sh", "-c",
              "ls / | grep -c '^layer-'"])
     if api == "legacy":
         line = error_line(p, 68)

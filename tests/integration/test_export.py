@@ -381,8 +381,11 @@ def test_repeated_layer(ximages, cache):
         assert p.returncode == 0, describe(p)
         assert p.stdout == direct
         assert set(cache_layers(cache)) == set(img.diff_ids)
-        assert inside_view(img.tag, export_opts(cache)) == inside_view(img.tag, ["--layers",
-                                                                                 "direct"])
+        direct = inside_view(img.tag, ["--layers", "direct"])
+        assert _as_if_kept(inside_view(img.tag, export_opts(cache)), direct) == direct
+        # Kept (the default): the store has one directory per diffID too.
+        assert udlib.inside(img.tag, script) == "x\ny\n"
+        assert inside_view(img.tag, []) == inside_view(img.tag, ["--layers", "direct"])
     finally:
         docker("rmi", "-f", img.tag, check=False)
 
@@ -928,8 +931,9 @@ def test_prune_during_unpack(ximages, cache, scratch):
         f"the prune did not overlap the unpack (state: {overlap}, export held: {still_held})"
     assert pr.returncode == 0, describe(pr)
     lines = pr.stdout.splitlines()
-    removed = [PRUNE_LINE.match(l).group(1) for l in lines[:-1] if PRUNE_LINE.match(l)]
-    assert removed == [stale_id] and len(lines) == 2 and PRUNE_SUM.match(lines[-1]), \
+    ours = [PRUNE_LINE.match(l) for l in lines[:-1]]
+    removed = [m.group(1) for m in ours if m and m.group(3) == cache]
+    assert removed == [stale_id] and all(ours) and PRUNE_SUM.match(lines[-1]), \
         f"the prune should have removed exactly the stale layer {stale_id}:\n{describe(pr)}"
     assert r.returncode == 0, describe(r)
     assert r.stdout.split()[0] == ximages.big_md5, describe(r)
@@ -942,24 +946,27 @@ def test_prune_during_unpack(ximages, cache, scratch):
 
 # ---------------------------------------------------------------- --cache-prune
 
-PRUNE_LINE = re.compile(r"^removed sha256:([0-9a-f]{64}) \(([0-9]+) bytes\)$")
+PRUNE_LINE = re.compile(r"^removed sha256:([0-9a-f]{64}) \(([0-9]+) bytes\) from (/\S+)$")
 PRUNE_SUM = re.compile(r"^freed ([0-9]+) bytes in ([0-9]+) layers?$")
 
 
 def _prune(cache):
-    p = run(["--cache-prune", "--cache-dir", cache])
+    """--gc: what it removed from cache (it also collects the daemon's snapshot store)."""
+    p = run(["--gc", "--cache-dir", cache])
     assert p.returncode == 0, describe(p)
     lines = p.stdout.splitlines()
     assert lines, describe(p)
     m = PRUNE_SUM.match(lines[-1])
     assert m, f"no summary line: {describe(p)}"
-    removed = {}
+    removed, total = {}, 0
     for line in lines[:-1]:
         r = PRUNE_LINE.match(line)
         assert r, f"unexpected prune output line {line!r}: {describe(p)}"
-        removed[r.group(1)] = int(r.group(2))
-    assert int(m.group(2)) == len(removed), describe(p)
-    assert int(m.group(1)) == sum(removed.values()), describe(p)
+        total += int(r.group(2))
+        if r.group(3) == cache:
+            removed[r.group(1)] = int(r.group(2))
+    assert int(m.group(2)) == len(lines) - 1, describe(p)
+    assert int(m.group(1)) == total, describe(p)
     return removed
 
 
@@ -1032,12 +1039,14 @@ def test_print_export_lists_cache_dirs(ximages, cache):
     want = [os.path.join(os.path.realpath(cache), "sha256", h) for h in reversed(diff_ids(info))]
     assert [os.path.realpath(l) for l in plan["layers"]] == want, plan["layers"]
 
-    for opts in ([], ["--layers", "auto"], ["--layers", "direct"]):
+    for opts, mode, layers in (([], "snapshot", udlib.kept_dirs(info)),
+                               (["--layers", "auto"], "snapshot", udlib.kept_dirs(info)),
+                               (["--layers", "direct"], "direct", layer_dirs(info))):
         p = run(["--print", *opts, tag])
         assert p.returncode == 0, describe(p)
         plan = json.loads(p.stdout)
-        assert plan["layers_mode"] == "direct", (opts, plan)
-        assert plan["layers"] == layer_dirs(info), (opts, plan)
+        assert plan["layers_mode"] == mode, (opts, plan)
+        assert plan["layers"] == layers, (opts, plan)
 
 
 def test_print_export_uncached_changes_nothing(ximages, cache):

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from udlib import (HELPER, MOUNT_APIS, STORAGE, assert_layers_unchanged, describe, error_line,
-                   helper_env, host_mount_table, host_mounts, inside, layer_dirs, layers_snapshot,
-                   parse_mountinfo, run, without_confine)
+                   helper_env, host_mount_table, host_mounts, inside, kept_dirs, layer_dirs,
+                   layers_snapshot, parse_mountinfo, run, without_confine)
 
 
 def _readline(proc, timeout):
@@ -46,8 +46,13 @@ def test_print_plan_defaults(images):
     assert plan["image"] == images.layers
     assert plan["id"] == info["Id"]
     assert plan["driver"] == "overlay2"
-    assert plan["storage_root"] == STORAGE
-    assert plan["layers"] == layer_dirs(info)       # UpperDir, then each LowerDir entry
+    # Kept: the snapshot store in the daemon's storage root, one directory per diffID.
+    assert plan["layers_mode"] == "snapshot"
+    assert plan["storage_root"] == STORAGE + "/uwsgi-docker"
+    assert plan["layers"] == kept_dirs(info)
+    direct = _print(["--layers", "direct", images.layers])
+    assert direct["layers_mode"] == "direct" and direct["storage_root"] == STORAGE
+    assert direct["layers"] == layer_dirs(info)      # UpperDir, then each LowerDir entry
     assert plan["rw"] == {"mode": "tmpfs", "path": None}
     assert plan["mount_api"] == "auto"
     assert plan["namespaces"] == ["mnt"]
@@ -95,12 +100,16 @@ def test_print_120_layers(images):
     info = images.info[images.many]
     plan = _print(["--mount-api", "legacy", images.many])
     assert len(plan["layers"]) == 120
-    assert plan["layers"] == layer_dirs(info)
+    assert plan["layers"] == kept_dirs(info)
+    plan = _print(["--mount-api", "legacy", "--layers", "direct", images.many])
+    assert plan["layers"] == layer_dirs(info) and len(plan["layers"]) == 120
 
 
 def test_print_single_layer(images):
     info = images.info[images.single]
     plan = _print([images.single])
+    assert plan["layers"] == kept_dirs(info) and len(plan["layers"]) == 1
+    plan = _print(["--layers", "direct", images.single])
     assert plan["layers"] == layer_dirs(info) and len(plan["layers"]) == 1
 
 

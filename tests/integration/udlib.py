@@ -103,6 +103,18 @@ def layer_dirs(info):
     return layers
 
 
+def kept_dirs(info):
+    """What the helper's plan lists by default for an image of the daemon: each layer kept in
+    the snapshot store of the daemon's storage root, top to bottom, a repeated diffID once."""
+    store = os.path.dirname(os.path.dirname(info["GraphDriver"]["Data"]["UpperDir"]))
+    out = []
+    for d in reversed(info["RootFS"]["Layers"]):
+        p = f"{store}/uwsgi-docker/sha256/{d.split(':', 1)[1]}"
+        if p not in out:
+            out.append(p)
+    return out
+
+
 # ---- mount tables ----
 
 Mount = collections.namedtuple("Mount", "mountpoint fstype source opts super_opts optional")
