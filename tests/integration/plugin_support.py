@@ -462,6 +462,14 @@ def wait_for(cond, timeout, interval=0.2):
         time.sleep(interval)
 
 
+def touch(path, mtime=None):
+    """Creates or touches path; an explicit mtime (uWSGI compares whole seconds)."""
+    with open(path, "a"):
+        pass
+    t = time.time() if mtime is None else mtime
+    os.utime(path, (t, t))
+
+
 def write_ini(path, options):
     """options: list of (key, value) pairs (repeatable keys)."""
     lines = ["[uwsgi]"] + [f"{k} = {v}" for k, v in options]

@@ -12,7 +12,6 @@ of the session's own (daemon2.py).
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 
@@ -22,7 +21,7 @@ import archives as A
 import udlib
 from daemon2 import SecondDaemon
 from plugin_support import (HELPER, PREFIX, Harness, RequestLoop, form1_options, free_port,
-                            get_json, plug_images, wait_for)
+                            get_json, plug_images, touch, wait_for)
 
 assert plug_images  # a fixture, used by name
 
@@ -238,19 +237,12 @@ def plug(scratch, plug_images, d2):
         d2.start()
 
 
-def _touch(path, mtime=None):
-    with open(path, "a"):
-        pass
-    t = time.time() if mtime is None else mtime
-    os.utime(path, (t, t))
-
-
 def _options(plug, port, tag, d2):
     opts = form1_options(plug.workdir, port, tag) + [
         ("docker-host", d2.host), ("touch-chain-reload", plug.path("chain")),
         ("docker-canary-timeout", "20")]
     for name in ("reload", "workers-reload", "chain"):
-        _touch(plug.path(name), time.time() - 100)
+        touch(plug.path(name), time.time() - 100)
     return opts
 
 
@@ -293,18 +285,18 @@ def test_system_prune_under_a_running_instance_takes_no_file(plug, plug_images, 
         assert _read_inside(port, "/usr/lib/python3.11/antigravity.py", "webbrowser")
         # Worker reloads: new workers enter the namespace whose image is gone, and import.
         old_pids = {get_json(port)["pid"] for _ in range(8)}
-        _touch(plug.path("workers-reload"))
+        touch(plug.path("workers-reload"))
         assert wait_for(lambda: u.log().count("Respawned uWSGI worker") >= 2, timeout=30)
         assert wait_for(lambda: {get_json(port)["pid"] for _ in range(8)} - old_pids, timeout=30)
         u.wait_apps_loaded()
         assert "unable to load app" not in u.log(), u.log()[-3000:]
         assert _read_inside(port, "/usr/lib/python3.11/this.py", "Gur Mra")
         # A rollout whose tag is gone: its canary comes back on the serving namespace.
-        _touch(plug.path("chain"), time.time() + 10)
+        touch(plug.path("chain"), time.time() + 10)
         assert wait_for(lambda: _docker_lines(u.log(), "rollout of image"), timeout=60), \
             u.log()[-3000:]
         # A full reload that cannot resolve keeps serving the namespace it has.
-        _touch(plug.path("reload"), time.time() + 20)
+        touch(plug.path("reload"), time.time() + 20)
         assert wait_for(lambda: get_json(port)["environ"].get("UWSGI_RELOADS") == "1",
                         timeout=90), u.log()[-3000:]
         n = len(loop.versions())
@@ -339,7 +331,7 @@ def test_daemon_stopped_by_pid_during_a_full_reload_and_a_fresh_start(plug, plug
     try:
         d2.stop()
         assert d2.pid is None and not d2.answers()
-        _touch(plug.path("reload"), time.time() + 10)
+        touch(plug.path("reload"), time.time() + 10)
         assert wait_for(lambda: get_json(port)["environ"].get("UWSGI_RELOADS") == "1",
                         timeout=60), u.log()[-3000:]
         n = len(loop.versions())
