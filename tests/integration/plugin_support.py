@@ -9,6 +9,7 @@ session, its output in a log file. Stopping is SIGINT to the master, a bounded w
 what is left (only processes this module started: the session, or the environment marker).
 """
 import collections
+import fcntl
 import re
 import http.client
 import json
@@ -285,6 +286,26 @@ def ns_of(pid, kind="mnt"):
         return None
 
 
+NS_GET_MNTNS_ID = 0x8008b705  # _IOR(0xb7, 0x5, __u64), Linux 6.8+
+
+
+def mnt_ns_id(pid):
+    """The 64-bit id of pid's mount namespace, never reused within a boot (0: unknown). Inode
+    numbers are reused at once: another session's namespace may get one this test saw."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, NS_GET_MNTNS_ID, buf)
+        return int.from_bytes(buf, "little")
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
 def ns_fds(pid):
     """Namespace links held open as fds by pid: {'mnt:[...]', ...} as a Counter."""
     c = collections.Counter()
@@ -333,6 +354,7 @@ class Uwsgi:
         self.proc = None
         self.seen_pids = set()
         self.seen_mnt_ns = set()
+        self.seen_mnt_ids = {}  # mount namespace link -> its id, when known
         self.returncode = None
         self.leftover_before_kill = []
 
@@ -371,6 +393,7 @@ class Uwsgi:
             ns = ns_of(p)
             if ns:
                 self.seen_mnt_ns.add(ns)
+                self.seen_mnt_ids.setdefault(ns, mnt_ns_id(p))
         return out
 
     def apps_pending(self):
@@ -611,8 +634,13 @@ class Harness:
         nss = u.seen_mnt_ns - {TEST_MNT_NS}
         out = []
         for p in all_pids():
-            if ns_of(p) in nss and "uwsgi" in cmdline(p):
-                out.append((p, cmdline(p), ns_of(p)))
+            ns = ns_of(p)
+            if ns not in nss or "uwsgi" not in cmdline(p):
+                continue
+            seen, now = u.seen_mnt_ids.get(ns, 0), mnt_ns_id(p)
+            if seen and now and seen != now:
+                continue  # the inode, reused by a namespace this instance never had
+            out.append((p, cmdline(p), ns))
         return out
 
     def stop_and_check(self, u, sig=signal.SIGINT, expect_rc=0, lazy=True):
