@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "reference.h"
 #include "util.h"
 
 #define MAX_HELPER_OUTPUT (64 * 1024)
@@ -425,4 +426,30 @@ int ud_auth_header(const char *config_dir, const char *key, long timeout_ms, cha
 		return 0;
 	}
 	return run_helper(src.helper, key, timeout_ms, header, e);
+}
+
+int ud_auth_line(const char *domain, const char *config_dir, long timeout_ms, char **line,
+		 ud_error *e)
+{
+	*line = NULL;
+	char *hdr = NULL;
+	if (ud_auth_header(config_dir, ud_reference_registry_key(domain), timeout_ms, &hdr, e) < 0)
+		return ud_context(e, "credentials for %s", domain);
+	if (!hdr)
+		return 0;
+	size_t n = strlen(hdr) + sizeof("X-Registry-Auth: ");
+	*line = malloc(n);
+	if (*line)
+		snprintf(*line, n, "X-Registry-Auth: %s", hdr);
+	explicit_bzero(hdr, strlen(hdr));
+	free(hdr);
+	return *line ? 0 : ud_oom(e);
+}
+
+void ud_auth_line_free(char *line)
+{
+	if (line) {
+		explicit_bzero(line, strlen(line));
+		free(line);
+	}
 }

@@ -43,4 +43,11 @@ int ud_auth_config_dir(const char *dir, char *out, size_t len, ud_error *e);
 int ud_auth_header(const char *config_dir, const char *key, long timeout_ms, char **header,
 		   ud_error *e);
 
+/* "X-Registry-Auth: <base64url>" for a registry domain ("127.0.0.1:5000", "docker.io"), or NULL
+ * without credentials: the header line a pull or a check sends. Free with ud_auth_line_free(). */
+int ud_auth_line(const char *domain, const char *config_dir, long timeout_ms, char **line,
+		 ud_error *e);
+/* Wipes and frees a line of ud_auth_line() (NULL is fine). */
+void ud_auth_line_free(char *line);
+
 #endif

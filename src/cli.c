@@ -278,6 +278,10 @@ static const struct cli_opt options[] = {
 	 NULL, 0, NULL},
 	{"print", 0, NULL, set_flag, FIELD(print),
 	 "Resolve the image and print the plan as JSON, changing nothing", NULL, 0, NULL},
+	{"check", 0, NULL, set_flag, FIELD(check),
+	 "Compare IMAGE's digest with the registry's for its tag: exit 0\nwhen they match, 1 when "
+	 "the registry's moved",
+	 NULL, 0, NULL},
 	{"help", 'h', NULL, set_action, UD_CLI_HELP, "Print a usage summary and exit", NULL, 0, NULL},
 	{"version", 'V', NULL, set_action, UD_CLI_VERSION, "Print the version and exit", NULL, 0,
 	 NULL},
@@ -510,7 +514,11 @@ int ud_cli_parse(int argc, char **argv, struct ud_cli *c, ud_error *e)
 		return ud_fail(e, UD_EXIT_USAGE, 0, "--rw-path and --read-only exclude each other");
 	if (parse_operands(argc, argv, c, e) < 0)
 		return -1;
-	return c->prune ? UD_CLI_RUN : check_combinations(c, e);
+	if (c->check && (c->command || c->print || c->pin || c->send_to))
+		return ud_fail(e, UD_EXIT_USAGE, 0,
+			       "--check only compares digests: it takes no -- COMMAND, --print, --pin "
+			       "or --send-to");
+	return c->prune || c->check ? UD_CLI_RUN : check_combinations(c, e);
 }
 
 void ud_cli_free(struct ud_cli *c)

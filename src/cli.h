@@ -24,6 +24,7 @@ struct ud_cli {
 	uid_t send_to_uid;      /* (uid_t)-1: none */
 	bool print;
 	bool prune;             /* --gc (--cache-prune) */
+	bool check;             /* --check IMAGE */
 	long gc_interval;       /* seconds, -1: never */
 	enum ud_layers_mode layers;
 	const char *cache_dir;

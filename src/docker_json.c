@@ -27,6 +27,7 @@ void ud_image_free(struct ud_image *img)
 	free_strv(img->layers, img->n_layers);
 	free_strv(img->diff_ids, img->n_diff_ids);
 	free_strv(img->env, img->n_env);
+	free_strv(img->repo_digests, img->n_repo_digests);
 	free(img->workdir);
 	memset(img, 0, sizeof(*img));
 }
@@ -124,7 +125,7 @@ static int string_array(json_object *arr, char ***v, size_t *n, const char *what
 /* ---------------------------------------------------------------- image inspect */
 
 struct inspect_fields {
-	json_object *id, *env, *wd, *name, *upper, *lower, *diffs;
+	json_object *id, *env, *wd, *name, *upper, *lower, *diffs, *digests;
 };
 
 static int inspect_fields(json_object *root, struct inspect_fields *f, ud_error *e)
@@ -133,6 +134,7 @@ static int inspect_fields(json_object *root, struct inspect_fields *f, ud_error 
 	const char *w = "image inspect answer";
 	memset(f, 0, sizeof(*f));
 	if (get_field(root, "Id", json_type_string, true, &f->id, w, e) < 0 ||
+	    get_field(root, "RepoDigests", json_type_array, false, &f->digests, w, e) < 0 ||
 	    get_field(root, "Config", json_type_object, false, &config, w, e) < 0 ||
 	    get_field(root, "GraphDriver", json_type_object, false, &gd, w, e) < 0 ||
 	    get_field(root, "RootFS", json_type_object, false, &rootfs, w, e) < 0)
@@ -188,13 +190,74 @@ int ud_parse_inspect(const char *json, size_t len, const char *ref, struct ud_im
 	    dup_string(f.wd, &img->workdir, e) < 0)
 		return -1;
 	if (string_array(f.env, &img->env, &img->n_env, "Config.Env", e) < 0 ||
-	    string_array(f.diffs, &img->diff_ids, &img->n_diff_ids, "RootFS.Layers", e) < 0)
+	    string_array(f.diffs, &img->diff_ids, &img->n_diff_ids, "RootFS.Layers", e) < 0 ||
+	    string_array(f.digests, &img->repo_digests, &img->n_repo_digests, "RepoDigests", e) < 0)
 		return -1;
 	/* Stack, top to bottom: UpperDir (the image's top read-only layer), then LowerDir. */
 	if (f.upper &&
 	    strv_push(&img->layers, &img->n_layers, json_object_get_string(f.upper), e) < 0)
 		return -1;
 	return f.lower ? push_lower_dirs(img, json_object_get_string(f.lower), e) : 0;
+}
+
+/* ---------------------------------------------------------------- distribution, RepoDigests */
+
+static bool is_digest(const char *s)
+{
+	if (strncmp(s, "sha256:", 7) != 0 || strlen(s) != 7 + 64)
+		return false;
+	for (const char *p = s + 7; *p; p++)
+		if (!strchr("0123456789abcdef", *p))
+			return false;
+	return true;
+}
+
+int ud_parse_distribution(const char *json, size_t len, char *digest, size_t dlen, ud_error *e)
+{
+	const char *w = "distribution answer";
+	autojson json_object *root = parse_json(json, len, w, e);
+	json_object *desc, *dg;
+	if (!root || get_field(root, "Descriptor", json_type_object, true, &desc, w, e) < 0 ||
+	    get_field(desc, "digest", json_type_string, true, &dg, w, e) < 0)
+		return -1;
+	const char *d = json_object_get_string(dg);
+	if (!is_digest(d) || dlen < 72)
+		return ud_fail(e, UD_EXIT_DAEMON, 0, "%s: Descriptor.digest is not sha256:<64 hex>", w);
+	snprintf(digest, dlen, "%s", d);
+	return 0;
+}
+
+/* The daemon's short form of a repository name: Docker Hub's "docker.io/" and "library/" go. */
+static const char *short_name(const char *name)
+{
+	if (!strncmp(name, "docker.io/", 10))
+		name += 10;
+	else if (!strncmp(name, "index.docker.io/", 16))
+		name += 16;
+	if (!strncmp(name, "library/", 8) && !strchr(name + 8, '/'))
+		name += 8;
+	return name;
+}
+
+bool ud_repo_digest(const struct ud_image *img, const char *name, char *out, size_t len)
+{
+	const char *want = short_name(name);
+	for (size_t i = 0; i < img->n_repo_digests; i++) {
+		const char *rd = img->repo_digests[i], *at = strrchr(rd, '@');
+		if (!at || !is_digest(at + 1))
+			continue;
+		size_t n = (size_t)(at - rd);
+		char repo[512];
+		if (n >= sizeof(repo))
+			continue;
+		memcpy(repo, rd, n);
+		repo[n] = '\0';
+		if (!strcmp(short_name(repo), want)) {
+			snprintf(out, len, "%s", at + 1);
+			return true;
+		}
+	}
+	return false;
 }
 
 bool ud_overlay_driver(const char *d)

@@ -23,6 +23,8 @@ struct ud_image {
 	char **env;           /* Config.Env, "KEY=VALUE" */
 	size_t n_env;
 	char *workdir;        /* Config.WorkingDir, "" if unset */
+	char **repo_digests;  /* RepoDigests, "name@sha256:..." (pulled or pushed images) */
+	size_t n_repo_digests;
 	bool from_cache;      /* layers are ours (a layer cache), not the daemon's dirs */
 	bool snapshot;        /* ... hard links of the daemon's dirs (snapshot.h), not an export */
 };
@@ -40,6 +42,14 @@ bool ud_overlay_driver(const char *driver);
  * ',' ':' '\\', of the form <root>/<id>/diff with one common <root>. Sets img->storage_root.
  * Does not touch the filesystem. Messages do not name the image: the caller adds it. */
 int ud_validate_layers(struct ud_image *img, ud_error *e);
+
+/* The digest ("sha256:...") of GET /distribution/{name}/json's Descriptor: the manifest the
+ * registry serves for the tag now. Into digest (at least 72 bytes). */
+int ud_parse_distribution(const char *json, size_t len, char *digest, size_t dlen, ud_error *e);
+
+/* The digest RepoDigests records for repository name (as ud_ref_parts.name has it, compared in
+ * the daemon's short form: "docker.io/library/x" is "x"), into out (72 bytes); false if none. */
+bool ud_repo_digest(const struct ud_image *img, const char *name, char *out, size_t len);
 
 /* Parses /info into a driver description and DockerRootDir. */
 int ud_parse_info(const char *json, size_t len, char **driver_desc, char **root_dir, ud_error *e);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "check.h"
 #include "command.h"
 #include "docker.h"
 #include "error.h"
@@ -273,6 +274,10 @@ static int run(struct run *r)
 		return ud_docker_negotiate(&r->d, &r->e) < 0
 			       ? -1
 			       : ud_gc_run(&r->d, c->cache_dir, stdout, &r->e);
+	if (c->check)
+		return ud_docker_negotiate(&r->d, &r->e) < 0
+			       ? -1
+			       : ud_check(&r->d, c->o.image, c->docker_config, stdout, &r->e);
 	if (resolve(r) < 0 || ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
 		return -1;
 	if (c->print)
@@ -311,15 +316,16 @@ int main(int argc, char **argv)
 	}
 	/* Installed setuid/setgid: leave at once, without atexit handlers or library destructors
 	 * running with borrowed privileges. */
-	if (check_privileges(!r.c.print, &r.e) < 0)
+	if (check_privileges(!r.c.print && !r.c.check, &r.e) < 0)
 		_exit(die(&r.e));
 	const struct ud_cli *c = &r.c;
-	if (!c->command && !c->print && !c->pin && !c->send_to && !c->prune)
+	if (!c->command && !c->print && !c->pin && !c->send_to && !c->prune && !c->check)
 		start_budget(c->o.timeout_ms);
 	/* Before anything of the run exists: the collection inherits none of it. */
-	if (!c->print && !c->prune)
+	if (!c->print && !c->prune && !c->check)
 		ud_gc_schedule(c->o.docker_host, c->o.timeout_ms, c->cache_dir, c->gc_interval);
-	int status = run(&r) < 0 ? die(&r.e) : 0;
+	int ran = run(&r);
+	int status = ran < 0 ? die(&r.e) : ran; /* --check: UD_CHECK_MOVED */
 	run_free(&r);
 	return status;
 }

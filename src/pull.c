@@ -177,25 +177,6 @@ static int read_progress(ud_stream *s, struct ud_pull_progress *p, struct displa
 	return 0;
 }
 
-/* "X-Registry-Auth: <base64url>" for ref's registry, or NULL without credentials. */
-static int auth_line(const char *domain, const char *config_dir, long timeout_ms, char **line,
-		     ud_error *e)
-{
-	*line = NULL;
-	char *hdr = NULL;
-	if (ud_auth_header(config_dir, ud_reference_registry_key(domain), timeout_ms, &hdr, e) < 0)
-		return ud_context(e, "credentials for %s", domain);
-	if (!hdr)
-		return 0;
-	size_t n = strlen(hdr) + sizeof("X-Registry-Auth: ");
-	*line = malloc(n);
-	if (*line)
-		snprintf(*line, n, "X-Registry-Auth: %s", hdr);
-	explicit_bzero(hdr, strlen(hdr));
-	free(hdr);
-	return *line ? 0 : ud_oom(e);
-}
-
 int ud_pull(struct ud_docker *d, const char *ref, const char *config_dir, FILE *out, ud_error *e)
 {
 	struct ud_ref_parts parts;
@@ -203,15 +184,12 @@ int ud_pull(struct ud_docker *d, const char *ref, const char *config_dir, FILE *
 	if (ud_pull_path(d->api, ref, path, sizeof(path), e) < 0 || !ud_reference_parse(ref, &parts))
 		return -1;
 	char *line;
-	if (auth_line(parts.domain, config_dir, d->timeout_ms, &line, e) < 0)
+	if (ud_auth_line(parts.domain, config_dir, d->timeout_ms, &line, e) < 0)
 		return -1;
 	struct ud_stream_req rq = {"POST", line, true};
 	ud_stream *s = NULL;
 	int r = ud_docker_stream_request(d, path, &rq, &s, e);
-	if (line) {
-		explicit_bzero(line, strlen(line));
-		free(line);
-	}
+	ud_auth_line_free(line);
 	if (r < 0)
 		return -1;
 	struct display dp = {.out = out, .tty = isatty(fileno(out)), .ref = ref};

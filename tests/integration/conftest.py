@@ -16,6 +16,7 @@ import types
 import pytest
 
 import udlib
+from registry_support import pulled, registry  # noqa: F401  (session fixtures of every module)
 from udlib import DOCKER, HELPER, docker, inspect
 
 BUSYBOX = "/bin/busybox"

@@ -1,0 +1,102 @@
+/* --check (check.h). Failures speak as a pull's do: the registry's own words, and the same exit
+ * statuses, since the daemon talks to the registry the same way for both. */
+#include "check.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "pull_progress.h"
+#include "reference.h"
+#include "util.h"
+
+#define MAX_BODY (64 * 1024)
+/* GET /distribution came with API 1.30 (Docker 17.06). */
+#define DISTRIBUTION_API "1.30"
+
+/* The whole answer, at most MAX_BODY bytes, NUL-terminated. */
+static int read_body(ud_stream *s, char **body, size_t *len, ud_error *e)
+{
+	*body = calloc(1, MAX_BODY + 1);
+	*len = 0;
+	if (!*body)
+		return ud_oom(e);
+	const void *chunk;
+	long n;
+	while ((n = ud_stream_read(s, &chunk, e)) > 0) {
+		size_t take = (size_t)n < MAX_BODY - *len ? (size_t)n : MAX_BODY - *len;
+		memcpy(*body + *len, chunk, take);
+		*len += take;
+	}
+	return n < 0 ? -1 : 0;
+}
+
+static int refused(long status, const char *body, const char *ref, const char *where,
+		   ud_error *e)
+{
+	char msg[512], line[600];
+	ud_parse_error_message(body, msg, sizeof(msg));
+	ud_pull_one_line(msg, line, sizeof(line));
+	return ud_fail(e, status == 404 ? UD_EXIT_IMAGE : ud_pull_error_status(msg), 0,
+		       "check of '%s' at %s failed: %s (HTTP %ld)", ref, where, line, status);
+}
+
+static int registry_digest(struct ud_docker *d, const char *ref, const struct ud_ref_parts *p,
+			   const char *config_dir, char *digest, ud_error *e)
+{
+	char path[1200], where[512];
+	snprintf(where, sizeof(where), "%s through unix://%s", p->domain, d->socket_path);
+	if (ud_api_version_cmp(d->api, DISTRIBUTION_API) < 0)
+		return ud_fail(e, UD_EXIT_DAEMON, 0,
+			       "check of '%s': the daemon at unix://%s speaks API %s; the "
+			       "registry's digest needs %s",
+			       ref, d->socket_path, d->api, DISTRIBUTION_API);
+	snprintf(path, sizeof(path), "/v%s/distribution/%s/json", d->api, ref);
+	char *line;
+	if (ud_auth_line(p->domain, config_dir, d->timeout_ms, &line, e) < 0)
+		return -1;
+	struct ud_stream_req rq = {"GET", line, true};
+	ud_stream *s = NULL;
+	int r = ud_docker_stream_request(d, path, &rq, &s, e);
+	ud_auth_line_free(line);
+	ud_autofree char *body = NULL;
+	size_t len = 0;
+	if (r == 0)
+		r = read_body(s, &body, &len, e);
+	long status = s ? ud_stream_status(s) : 0;
+	ud_stream_close(s);
+	if (r < 0)
+		return ud_context(e, "check of '%s' at %s", ref, where);
+	if (status != 200)
+		return refused(status, body, ref, where, e);
+	if (ud_parse_distribution(body, len, digest, 72, e) < 0)
+		return ud_context(e, "check of '%s' at %s", ref, where);
+	return 0;
+}
+
+int ud_check(struct ud_docker *d, const char *ref, const char *config_dir, FILE *out,
+	     ud_error *e)
+{
+	struct ud_ref_parts parts;
+	if (!ud_reference_parse(ref, &parts))
+		return ud_fail(e, UD_EXIT_USAGE, 0,
+			       "--check '%s': an image id names one image; give a name and tag", ref);
+	if (parts.digest[0])
+		return ud_fail(e, UD_EXIT_USAGE, 0,
+			       "--check '%s': the reference names a digest, which cannot move", ref);
+	char remote[72], local[72] = "";
+	if (registry_digest(d, ref, &parts, config_dir, remote, e) < 0)
+		return -1;
+	struct ud_image img;
+	ud_error ie = {0};
+	if (ud_docker_inspect_raw(d, ref, &img, &ie) == 0) {
+		ud_repo_digest(&img, parts.name, local, sizeof(local));
+		ud_image_free(&img);
+	} else if (ie.status != UD_EXIT_IMAGE) {
+		if (e) /* not found locally is "local none"; anything else is a failure */
+			*e = ie;
+		return -1;
+	}
+	fprintf(out, "local %s\nregistry %s\n", local[0] ? local : "none", remote);
+	return strcmp(local, remote) ? UD_CHECK_MOVED : 0;
+}
