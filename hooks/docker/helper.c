@@ -29,7 +29,7 @@ int ud_helper_deadline_s(void)
 }
 
 /* argv for the helper (form 1 and docker-image without master). */
-char **ud_helper_argv(void)
+char **ud_helper_argv(const char *pull)
 {
 	size_t n = 32;
 	struct uwsgi_string_list *usl;
@@ -56,7 +56,7 @@ char **ud_helper_argv(void)
 		ARG("--no-confine");
 	OPT("--mount-api", ud.mount_api);
 	OPT("--layers", ud.layers);
-	OPT("--pull", ud.pull);
+	OPT("--pull", pull ? (char *)pull : ud.pull);
 	OPT("--cache-dir", ud.cache_dir);
 	OPT("--gc-interval", ud.gc_interval);
 	uwsgi_foreach(usl, ud.binds) OPT("--bind", usl->value);
@@ -132,9 +132,10 @@ static char *find_helper(const char *name)
 /* The helper's process: stdio, the hand-off socket as fd 3, the error pipe as stderr, and
  * nothing else. It dies with its parent (the keeper below), whatever kills that. */
 static __attribute__((noreturn)) void exec_helper(const char *path, char **argv, char **envp,
-						  int sock, int errw)
+						  int sock, int errw, int outw)
 {
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || dup2(errw, 2) < 0 || dup2(sock, 3) < 0)
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || dup2(errw, 2) < 0 || dup2(sock, 3) < 0 ||
+	    (outw >= 0 && dup2(outw, 1) < 0))
 		_exit(UD_EXIT_CANNOT_EXEC);
 	syscall(SYS_close_range, 4U, ~0U, 0U);
 	execve(path, argv, envp);
@@ -148,7 +149,7 @@ static __attribute__((noreturn)) void exec_helper(const char *path, char **argv,
  * every signal unblocked), starts the helper and exits with its status, or 128 + the signal
  * that killed it. It never executes anything itself: see spawn_quiet(). */
 static __attribute__((noreturn)) void keeper(const char *path, char **argv, char **envp, int sock,
-					     int errw, int nice)
+					     int errw, int outw, int nice)
 {
 	if (nice)
 		setpriority(PRIO_PROCESS, 0, nice);
@@ -160,7 +161,7 @@ static __attribute__((noreturn)) void keeper(const char *path, char **argv, char
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	pid_t pid = vfork();
 	if (pid == 0)
-		exec_helper(path, argv, envp, sock, errw);
+		exec_helper(path, argv, envp, sock, errw, outw);
 	if (pid < 0)
 		_exit(UD_EXIT_CANNOT_EXEC);
 	int status;
@@ -177,12 +178,13 @@ static __attribute__((noreturn)) void keeper(const char *path, char **argv, char
  * (exit_signal 0, reaped through its pidfd) is a keeper that never executes anything and runs
  * the helper as its own child. */
 static pid_t spawn_quiet(const char *path, char **argv, char **envp, int sock, int errw,
-			 int nice, int *pidfd)
+			 int outw, int nice, int *pidfd)
 {
-	/* fds above 3 first: dup2 onto 2 and 3 must not clobber one with the other. */
+	/* fds above 3 first: dup2 onto 1, 2 and 3 must not clobber one with another. */
 	ud_autoclose int s = fcntl(sock, F_DUPFD_CLOEXEC, 10);
 	ud_autoclose int w = fcntl(errw, F_DUPFD_CLOEXEC, 10);
-	if (s < 0 || w < 0)
+	ud_autoclose int o = outw >= 0 ? fcntl(outw, F_DUPFD_CLOEXEC, 10) : -1;
+	if (s < 0 || w < 0 || (outw >= 0 && o < 0))
 		return -1;
 	struct clone_args ca = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)pidfd};
 	sigset_t all, old;
@@ -190,7 +192,7 @@ static pid_t spawn_quiet(const char *path, char **argv, char **envp, int sock, i
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pid_t pid = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (pid == 0)
-		keeper(path, argv, envp, s, w, nice);
+		keeper(path, argv, envp, s, w, o, nice);
 	int err = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	errno = err;
@@ -201,9 +203,28 @@ static pid_t spawn_quiet(const char *path, char **argv, char **envp, int sock, i
  * with its own start (Python's initialisation takes about as long), or while the master serves
  * (a rollout). uWSGI's listening sockets are not CLOEXEC (they survive re-exec reloads): none
  * crosses. Its stderr comes back to us, so that a failure makes one log line, ours. */
+/* The helper's stderr (non-blocking) and, for a run with its own argv, its stdout. */
+static int helper_pipes(struct ud_helper_run *run, int *errw, int *outw, ud_error *e)
+{
+	int errp[2], outp[2] = {-1, -1};
+	if (pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0)
+		return ud_fail(e, UD_EXIT_HANDOFF, errno, "pipe");
+	if (run->argv && pipe2(outp, O_CLOEXEC | O_NONBLOCK) < 0) {
+		int err = errno;
+		close(errp[0]);
+		close(errp[1]);
+		return ud_fail(e, UD_EXIT_HANDOFF, err, "pipe");
+	}
+	run->err = errp[0];
+	run->out = outp[0];
+	*errw = errp[1];
+	*outw = outp[1];
+	return 0;
+}
+
 int ud_helper_start(struct ud_helper_run *run, ud_error *e)
 {
-	int sv[2], errp[2];
+	int sv[2], errw = -1, outw = -1;
 	run->pid = -1;
 	const char *name = ud.helper ? ud.helper : HELPER_NAME;
 	ud_autofree char *path = find_helper(name);
@@ -212,25 +233,27 @@ int ud_helper_start(struct ud_helper_run *run, ud_error *e)
 			       ud.image);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return ud_fail(e, UD_EXIT_HANDOFF, errno, "socketpair");
-	if (pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0) {
-		int err = errno;
+	if (helper_pipes(run, &errw, &outw, e) < 0) {
 		close(sv[0]);
 		close(sv[1]);
-		return ud_fail(e, UD_EXIT_HANDOFF, err, "pipe");
+		return -1;
 	}
-	char **envp = helper_envp(), **argv = ud_helper_argv();
-	run->pid = spawn_quiet(path, argv, envp, sv[1], errp[1], run->nice, &run->pidfd);
+	char **envp = helper_envp(), **argv = run->argv ? run->argv : ud_helper_argv(run->pull);
+	run->pid = spawn_quiet(path, argv, envp, sv[1], errw, outw, run->nice, &run->pidfd);
 	int err = errno;
-	free(argv);
+	if (argv != run->argv)
+		free(argv);
 	free(envp);
 	close(sv[1]);
-	close(errp[1]);
+	close(errw);
+	if (outw >= 0)
+		close(outw);
 	run->sock = sv[0];
-	run->err = errp[0];
 	run->deadline_ms = ud_now_ms() + ud_helper_deadline_s() * 1000LL;
 	if (run->pid < 0) {
 		ud_closep(&run->sock);
 		ud_closep(&run->err);
+		ud_closep(&run->out);
 		return ud_fail(e, UD_EXIT_HANDOFF, err, "cannot run %s for image '%s'", name,
 			       ud.image);
 	}
@@ -263,6 +286,21 @@ static int reap(struct ud_helper_run *run)
 	if (si.si_code == CLD_EXITED)
 		return si.si_status << 8;
 	return si.si_status & 0x7f;
+}
+
+int ud_helper_finish_plain(struct ud_helper_run *run, char *out, size_t out_len, char *msg,
+			   size_t msg_len)
+{
+	if (ud_now_ms() >= run->deadline_ms)
+		kill(run->pid, SIGKILL);
+	int status = reap(run);
+	ud_closep(&run->sock);
+	ssize_t n = run->out >= 0 ? read(run->out, out, out_len - 1) : -1;
+	out[n > 0 ? n : 0] = '\0';
+	ud_closep(&run->out);
+	read_helper_message(run->err, msg, msg_len);
+	ud_closep(&run->err);
+	return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }
 
 /* Receives the namespace, bounded in time (the helper's own requests time out, and it is killed

@@ -95,10 +95,13 @@ struct ud_helper_run {
 	int pidfd;   /* the helper's pidfd: it is reaped through it */
 	int sock;    /* our end of the hand-off socket */
 	int err;     /* the helper's stderr */
+	int out;     /* its stdout, with argv set (else the master's) */
 	long long deadline_ms;
 	int nice;    /* the helper's nice value: a rollout's yields to the workers that serve */
+	const char *pull; /* --pull for this run (NULL: docker-pull) */
+	char **argv; /* another command line (--check): stdout comes back in out */
 };
-#define UD_HELPER_RUN_INIT {.pid = -1, .pidfd = -1, .sock = -1, .err = -1}
+#define UD_HELPER_RUN_INIT {.pid = -1, .pidfd = -1, .sock = -1, .err = -1, .out = -1}
 int ud_helper_start(struct ud_helper_run *run, ud_error *e);
 /* True once the helper has answered, exited or outlived its deadline (never blocks). */
 int ud_helper_done(const struct ud_helper_run *run);
@@ -107,7 +110,12 @@ int ud_helper_finish(struct ud_helper_run *run, struct ud_handoff *h, ud_error *
 long long ud_now_ms(void);
 /* The longest the plugin waits for the helper, in seconds. */
 int ud_helper_deadline_s(void);
-/* argv for the helper, NULL-terminated (caller frees the array, not the strings). */
-char **ud_helper_argv(void);
+/* argv for the helper, NULL-terminated (caller frees the array, not the strings); pull: the
+ * --pull of this run, NULL for docker-pull. */
+char **ud_helper_argv(const char *pull);
+/* Reaps a run started with argv: its exit status (128 + signal when killed), what it wrote on
+ * stdout and the last line of its stderr. Kills it first if it outlived its deadline. */
+int ud_helper_finish_plain(struct ud_helper_run *run, char *out, size_t out_len, char *msg,
+			   size_t msg_len);
 
 #endif
