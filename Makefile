@@ -49,10 +49,13 @@ $(B)/uwsgi.h:
 
 # The helper's warnings on top of uWSGI's own flags.
 PLUGIN_WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2
+# The ABI the plugin is built for, as Debian names it: the md5 of `uwsgi --dot-h` (abi.c checks it
+# against the running uwsgi's at load). Expanded by the shell in the recipe, once $(B)/uwsgi.h exists.
+PLUGIN_ABI = -DUD_UWSGI_ABI='"'$$(md5sum < $(B)/uwsgi.h | cut -c1-32)'"'
 PLUGIN_SRCS := $(wildcard hooks/docker/*.c) src/handoff.c src/error.c src/caps.c src/util.c
 $(PLUGIN): $(PLUGIN_SRCS) $(wildcard hooks/docker/*.h) src/handoff.h src/error.h src/caps.h src/util.h $(B)/uwsgi.h
-	$(CC) $$($(UWSGI) --cflags) $(PLUGIN_WARN) -D_GNU_SOURCE -I$(B) -Isrc -Ihooks/docker -fPIC \
-		-shared -o $@ $(PLUGIN_SRCS) -ldl
+	$(CC) $$($(UWSGI) --cflags) $(PLUGIN_WARN) $(PLUGIN_ABI) -D_GNU_SOURCE -I$(B) -Isrc \
+		-Ihooks/docker -fPIC -shared -o $@ $(PLUGIN_SRCS) -ldl
 
 # Header dependencies come from the compiler (-MMD): a .d file beside each object.
 $(B)/obj/%.o: src/%.c
@@ -96,7 +99,7 @@ check-clang: $(B)/uwsgi.h
 			-DFIXTURES='"x"' -Isrc $(shell $(PKG_CONFIG) --cflags $(PKGS)) -fsyntax-only $$f || exit 1; \
 	done
 	@for f in hooks/docker/*.c; do \
-		clang $$($(UWSGI) --cflags) $(PLUGIN_WARN) -D_GNU_SOURCE -I$(B) -Isrc -Ihooks/docker \
+		clang $$($(UWSGI) --cflags) $(PLUGIN_WARN) $(PLUGIN_ABI) -D_GNU_SOURCE -I$(B) -Isrc -Ihooks/docker \
 			-fsyntax-only $$f || exit 1; \
 	done
 	@echo "clang: warnings-clean"

@@ -17,6 +17,7 @@
 
 #include <sys/prctl.h>
 
+#include "abi.h"
 #include "appenv.h"
 #include "caps.h"
 #include "util.h"
@@ -235,8 +236,20 @@ static void docker_post_init(void)
 	ud_chown_sockets();
 }
 
+/* The first callback uWSGI makes into the plugin, right after dlopen(): nothing of `uwsgi` has
+ * been read yet, and nothing may be before the ABI is known to be this build's (abi.c). */
+static void docker_on_load(void)
+{
+	char msg[512];
+	if (ud_abi_verify(msg, sizeof(msg)) < 0) {
+		uwsgi_log(LOG_PREFIX "%s\n", msg);
+		exit(1);
+	}
+}
+
 struct uwsgi_plugin docker_plugin = {
 	.name = "docker",
+	.on_load = docker_on_load,
 	.options = docker_options,
 	.jail = docker_jail,
 	.before_privileges_drop = docker_before_privileges_drop,
