@@ -68,6 +68,9 @@ void ud_form1_enter_worker(void);
 void ud_form2_jail(void);
 void ud_form2_enter(void);
 
+/* notify.c: form 2 tells systemd (NOTIFY_SOCKET) through an fd connected on the host. */
+void ud_notify_connect(void);
+
 /* rollout.c: form 1 chain reloads onto a newly resolved image, canary first. */
 void ud_rollout_init(void);
 void ud_rollout_master_cycle(void);
