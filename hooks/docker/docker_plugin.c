@@ -179,13 +179,29 @@ static int exec_as_root_runs_helper(void)
 	return 0;
 }
 
+/* The namespace is prepared as root, then workers drop to uid/gid. A uWSGI started unprivileged
+ * (a vassal of an Emperor that dropped privileges, as Debian's uwsgi-emperor does by default)
+ * would fail later and less clearly: in form 2 uWSGI would not even run its as-root hooks. */
+static void require_root(void)
+{
+	if (geteuid() == 0)
+		return;
+	ud_dief(0,
+		"uWSGI runs as uid %u, and the docker plugin must start as root (the master prepares "
+		"the image's namespace, the workers drop to uid/gid): an Emperor that drops "
+		"privileges cannot start docker vassals (see the README, systemd)",
+		(unsigned)geteuid());
+}
+
 /* Root, config parsed, on every start and every re-exec reload. */
 static void docker_jail(int (*start)(void *), char **argv)
 {
 	(void)start;
 	(void)argv;
-	if (ud.image || exec_as_root_runs_helper())
+	if (ud.image || exec_as_root_runs_helper()) {
+		require_root();
 		ud_refuse_root();
+	}
 	if (ud.image && uwsgi.master_process)
 		ud_form1_jail();
 	else if (ud.image || exec_as_root_runs_helper())

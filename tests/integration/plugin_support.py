@@ -327,7 +327,7 @@ def mounts_of_type(types_):
 class Uwsgi:
     """One uWSGI process tree started by a test (an instance or an Emperor)."""
 
-    def __init__(self, workdir, args, name="uwsgi", command=None, env=None):
+    def __init__(self, workdir, args, name="uwsgi", command=None, env=None, popen_kw=None):
         self.workdir = workdir
         self.args = args
         self.name = name
@@ -335,6 +335,7 @@ class Uwsgi:
         # executes it in its own process (systemd-socket-activate); env: added to BASE_ENV.
         self.command = command
         self.extra_env = dict(env or {})
+        self.popen_kw = dict(popen_kw or {})  # e.g. group=: a unit's Group=
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.marker = f"{name}-{uuid.uuid4().hex}"
         self.proc = None
@@ -350,7 +351,8 @@ class Uwsgi:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.command or [UWSGI, *self.args], stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     cwd=self.workdir, start_new_session=True)
+                                     cwd=self.workdir, start_new_session=True,
+                                     **self.popen_kw)
         return self
 
     @property
@@ -600,8 +602,8 @@ class Harness:
         self.started.append(u)
         return u.start()
 
-    def start_raw(self, args, name, command=None, env=None):
-        u = Uwsgi(self.workdir, args, name=name, command=command, env=env)
+    def start_raw(self, args, name, command=None, env=None, popen_kw=None):
+        u = Uwsgi(self.workdir, args, name=name, command=command, env=env, popen_kw=popen_kw)
         self.started.append(u)
         return u.start()
 
