@@ -138,9 +138,25 @@ void ud_chown_sockets(void)
 		return;
 	struct uwsgi_socket *s;
 	for (s = uwsgi.sockets; s; s = s->next)
-		if (s->family == AF_UNIX && s->name && s->name[0] != '@' && s->bound)
+		if (s->family == AF_UNIX && s->name && s->name[0] != '@' && s->bound &&
+		    !(s->fd >= 3 && s->fd < 3 + ud.listen_fds))
 			if (chown(s->name, uid, gid) < 0)
 				uwsgi_error_realpath(s->name);
+}
+
+/* Sockets handed over by socket activation (fds 3.. in LISTEN_FDS, for this pid) are systemd's,
+ * with the owner and mode of their .socket unit: never chowned. uWSGI takes them, and clears
+ * the variables, after the jail; a re-executed master inherits them, and our note of them. */
+#define LISTEN_NOTE_ENV "UWSGI_DOCKER_LISTEN_FDS"
+static void note_socket_activation(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	const char *noted = getenv(LISTEN_NOTE_ENV);
+	if (pid && fds && atoi(pid) == (int)getpid() && atoi(fds) > 0) {
+		ud.listen_fds = atoi(fds);
+		setenv(LISTEN_NOTE_ENV, fds, 1);
+	} else if (noted)
+		ud.listen_fds = atoi(noted);
 }
 
 /* This process (a form 1 worker, or the form 2 master) goes into the image: groups looked up on
@@ -201,6 +217,7 @@ static void docker_jail(int (*start)(void *), char **argv)
 	if (ud.image || exec_as_root_runs_helper()) {
 		require_root();
 		ud_refuse_root();
+		note_socket_activation();
 	}
 	if (ud.image && uwsgi.master_process)
 		ud_form1_jail();

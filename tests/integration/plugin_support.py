@@ -367,6 +367,10 @@ class Uwsgi:
         """Processes this test started that are still alive (zombies included): the session,
         or the environment marker (in case something called setsid)."""
         out = []
+        # Once the session leader has exited its pid may be reused (pid_max is 32768 here, and
+        # other sessions start processes all the time) by another session's leader: from then
+        # on only the marker tells.
+        leader_alive = self.proc.poll() is None
         for p in all_pids():
             if p == os.getpid():
                 continue
@@ -374,7 +378,7 @@ class Uwsgi:
                 st = _proc_stat(p)
             except OSError:
                 continue
-            if st.sid == self.proc.pid or _environ_has(p, self.marker):
+            if (leader_alive and st.sid == self.proc.pid) or _environ_has(p, self.marker):
                 out.append(p)
         self.seen_pids.update(out)
         for p in out:

@@ -150,21 +150,43 @@ def test_serves_from_a_socket_activated_listener(plug, plug_images, form):
     ini = write_ini(plug.path(f"{form}.ini"), _activated_options(form, plug.workdir,
                                                                  plug_images.v1))
     n = NotifyListener(plug.path("notify"))
+    unix = plug.path("activated.sock")
     try:
-        cmd = [SSA, "-l", f"127.0.0.1:{port}", "-E", MARKER_ENV, "-E", "PATH",
+        cmd = [SSA, "-l", f"127.0.0.1:{port}", "-l", unix, "-E", MARKER_ENV, "-E", "PATH",
                "-E", f"NOTIFY_SOCKET={n.path}", UWSGI, "--ini", ini]
         u = plug.start_raw([], name=form, command=cmd)
         d = u.wait_ready(port)
         assert d["version"] == "v1" and d["only_in_image"] == "image-only-content", d
         log = u.log()
         assert "SystemD socket activation detected" in log, log[-3000:]
-        # the listener is systemd-socket-activate's, executed into uWSGI: the same pid
-        assert f"127.0.0.1:{port} fd 3" in log, log[-3000:]
+        # the listeners are systemd-socket-activate's, executed into uWSGI: the same pid
+        assert f"127.0.0.1:{port} fd 3" in log and f"{unix} fd 4" in log, \
+            [l for l in log.splitlines() if "address" in l or "activat" in l]
+        raw = _http_over_unix(unix)
+        assert raw.startswith(b"HTTP/1.0 200") and b"image-only-content" in raw, raw[:300]
+        # systemd's socket keeps the owner its unit gave it (the plugin chowns only its own)
+        st = os.stat(unix)
+        assert (st.st_uid, st.st_gid) == (0, 0), (st.st_uid, st.st_gid)
         got = n.wait_for("READY=1", 20)
         assert got and got[0] == u.pid, (n.messages, u.pid)
         plug.stop_and_check(u)
     finally:
         n.close()
+        if os.path.exists(unix):
+            os.unlink(unix)  # systemd-socket-activate leaves its socket file
+
+
+def _http_over_unix(path):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(20)
+        s.connect(path)
+        s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
 
 
 # ---------------------------------------------------------------- units, run as systemd runs them
@@ -217,6 +239,11 @@ class Unit:
             assert got[0] == self.u.pid, f"READY=1 from {got[0]}, the main pid is {self.u.pid}"
 
     def stop(self, expect_rc=0):
+        # uWSGI with Python: a worker that gets the stop signal while it is still starting
+        # (Python's own SIGINT handler in place, or the master's inherited) ignores the shutdown
+        # until the mercy runs out. Plain uWSGI does the same; systemd stops units that have run
+        # a while. So the workers get a moment to settle first.
+        time.sleep(2)
         pids = self.u.pids() if self.kill_mode == "control-group" else [self.u.pid]
         for p in pids:
             try:
