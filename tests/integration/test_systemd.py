@@ -210,6 +210,8 @@ class Unit:
         self.plug, self.path = plug, path
         svc = read_unit(path)["Service"]
         self.argv = [replace.get(a, a) for a in shlex.split(svc["ExecStart"])]
+        if self.argv[0] == "/usr/bin/uwsgi":
+            self.argv[0] = UWSGI  # the uwsgi under test (UD_UWSGI), Debian's by default
         self.notify = svc.get("Type") == "notify"
         self.notify_access = svc.get("NotifyAccess", "none")
         self.kill_signal = signal.Signals[svc.get("KillSignal", "SIGTERM")]
