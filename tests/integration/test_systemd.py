@@ -9,6 +9,7 @@ uWSGI with LISTEN_FDS/LISTEN_PID at the first connection, as a .socket unit does
 import configparser
 import grp
 import os
+import pwd
 import re
 import select
 import shlex
@@ -326,7 +327,7 @@ def _try_request(sock):
         return None
 
 
-WWW_DATA = grp.getgrnam("www-data").gr_gid
+WWW_DATA = (pwd.getpwnam("www-data").pw_uid, grp.getgrnam("www-data").gr_gid)
 
 
 def test_debian_uwsgi_emperor_with_the_shipped_emperor_ini(plug, plug_images):
@@ -345,7 +346,7 @@ def test_debian_uwsgi_emperor_with_the_shipped_emperor_ini(plug, plug_images):
     for name, port in ports.items():
         d = u.wait_ready(port)
         assert d["only_in_image"] == "image-only-content", d
-        assert (d["uid"], d["gid"]) == (33, WWW_DATA), (name, d["uid"], d["gid"])
+        assert (d["uid"], d["gid"]) == WWW_DATA, (name, d["uid"], d["gid"])
     unit.wait_ready()
     unit.stop()
 
@@ -358,7 +359,7 @@ def test_debian_uwsgi_emperor_own_ini_cannot_run_docker_vassals(plug, plug_image
     ini = _emperor_ini(plug, DEBIAN_EMPEROR_INI, "/etc/uwsgi-emperor/vassals")
     unit = Unit(plug, DEBIAN_EMPEROR_UNIT, {DEBIAN_EMPEROR_INI: ini})
     u = unit.start("debian-emperor-own-ini")
-    line = "[docker] uWSGI runs as uid 33, and the docker plugin must start as root"
+    line = f"[docker] uWSGI runs as uid {WWW_DATA[0]}, and the docker plugin must start as root"
     assert wait_for(lambda: line in u.log(), 30), u.log()[-3000:]
     assert "WSGI app" not in u.log() and "[docker] image" not in u.log(), u.log()[-3000:]
     with pytest.raises(OSError):
