@@ -3,14 +3,12 @@
 serving and purged. Debian's real uWSGI (uwsgi-core 2.0.21, uwsgi-plugin-python3) throughout."""
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 
 import pytest
 
-from plugin_support import (BUILD_DIR, UWSGI, Harness, form1_options, form2_options, free_port,
-                            plug_images, write_ini)
+from plugin_support import BUILD_DIR, UWSGI, Harness, form1_options, free_port, plug_images
 
 assert plug_images  # a fixture, used by name
 
