@@ -29,7 +29,10 @@ import pytest
 import udlib
 from udlib import DOCKER, HELPER
 
-UWSGI = "/usr/bin/uwsgi"
+# Another uWSGI (one built from source, say) with UD_UWSGI; a monolithic one (Python built in, as
+# pip and uwsgiconfig.py --build make it) with UD_UWSGI_PLUGINS=docker. Debian's by default.
+UWSGI = os.environ.get("UD_UWSGI", "/usr/bin/uwsgi")
+PLUGINS = os.environ.get("UD_UWSGI_PLUGINS", "python3,docker")
 PYTHON = "/usr/bin/python3"
 BUSYBOX = "/bin/busybox"
 PYLIB = "/usr/lib/python3.11"
@@ -345,10 +348,15 @@ def mounts_of_type(types_):
 class Uwsgi:
     """One uWSGI process tree started by a test (an instance or an Emperor)."""
 
-    def __init__(self, workdir, args, name="uwsgi"):
+    def __init__(self, workdir, args, name="uwsgi", command=None, env=None, popen_kw=None):
         self.workdir = workdir
         self.args = args
         self.name = name
+        # command: the whole argv when what starts is not uwsgi itself but something that
+        # executes it in its own process (systemd-socket-activate); env: added to BASE_ENV.
+        self.command = command
+        self.extra_env = dict(env or {})
+        self.popen_kw = dict(popen_kw or {})  # e.g. group=: a unit's Group=
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.marker = f"{name}-{uuid.uuid4().hex}"
         self.proc = None
@@ -360,11 +368,13 @@ class Uwsgi:
 
     def start(self):
         env = dict(udlib.BASE_ENV)
+        env.update(self.extra_env)
         env[MARKER_ENV] = self.marker
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([UWSGI, *self.args], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.command or [UWSGI, *self.args], stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     cwd=self.workdir, start_new_session=True)
+                                     cwd=self.workdir, start_new_session=True,
+                                     **self.popen_kw)
         return self
 
     @property
@@ -379,6 +389,10 @@ class Uwsgi:
         """Processes this test started that are still alive (zombies included): the session,
         or the environment marker (in case something called setsid)."""
         out = []
+        # Once the session leader has exited its pid may be reused (pid_max is 32768 here, and
+        # other sessions start processes all the time) by another session's leader: from then
+        # on only the marker tells.
+        leader_alive = self.proc.poll() is None
         for p in all_pids():
             if p == os.getpid():
                 continue
@@ -386,7 +400,7 @@ class Uwsgi:
                 st = _proc_stat(p)
             except OSError:
                 continue
-            if st.sid == self.proc.pid or _environ_has(p, self.marker):
+            if (leader_alive and st.sid == self.proc.pid) or _environ_has(p, self.marker):
                 out.append(p)
         self.seen_pids.update(out)
         for p in out:
@@ -503,7 +517,7 @@ def write_ini(path, options):
 def base_options(workdir, port):
     return [
         ("plugin-dir", BUILD_DIR),
-        ("plugins", "python3,docker"),
+        ("plugins", PLUGINS),
         ("master", "true"),
         ("http-socket", f"127.0.0.1:{port}"),
         ("socket", os.path.join(workdir, "app.sock")),
@@ -623,8 +637,8 @@ class Harness:
         self.started.append(u)
         return u.start()
 
-    def start_raw(self, args, name):
-        u = Uwsgi(self.workdir, args, name=name)
+    def start_raw(self, args, name, command=None, env=None, popen_kw=None):
+        u = Uwsgi(self.workdir, args, name=name, command=command, env=env, popen_kw=popen_kw)
         self.started.append(u)
         return u.start()
 
