@@ -2,10 +2,17 @@
  * statuses, since the daemon talks to the registry the same way for both. */
 #include "check.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "auth.h"
+#include "lastgood.h"
+#include "rootmemo.h"
 #include "pull_progress.h"
 #include "reference.h"
 #include "util.h"
@@ -74,8 +81,74 @@ static int registry_digest(struct ud_docker *d, const char *ref, const struct ud
 	return 0;
 }
 
-int ud_check(struct ud_docker *d, const char *ref, const char *config_dir, FILE *out,
-	     ud_error *e)
+/* ---- answers shared between the checks of one host ---------------------------------------- */
+
+/* One file per daemon socket and reference: "SOCKET REF" then the digest; its mtime is when
+ * the registry was asked. Locked while a check asks, so that the others wait for its answer
+ * instead of asking too. Root's alone, in /run: an answer is worth one interval. */
+#define SHARED_DIR UD_ROOTMEMO_DIR "/checks"
+
+static int shared_open(const char *socket_path, const char *ref)
+{
+	char name[32], path[sizeof(SHARED_DIR) + 40];
+	if ((mkdir(UD_ROOTMEMO_DIR, 0755) < 0 && errno != EEXIST) ||
+	    (mkdir(SHARED_DIR, 0700) < 0 && errno != EEXIST))
+		return -1;
+	ud_lastgood_name(socket_path, ref, name, sizeof(name));
+	snprintf(path, sizeof(path), SHARED_DIR "/%s", name);
+	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	struct stat st;
+	if (fd >= 0 && (flock(fd, LOCK_EX) < 0 || fstat(fd, &st) < 0 || st.st_uid != 0)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* The kept answer if it is younger than max_age seconds. */
+static bool shared_get(int fd, const char *key, long max_age, char *digest)
+{
+	char buf[1400];
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || time(NULL) - st.st_mtime >= max_age)
+		return false;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	size_t klen = strlen(key);
+	if (n <= 0 || (size_t)n < klen + 72 || memcmp(buf, key, klen) != 0)
+		return false;
+	buf[n] = '\0';
+	return sscanf(buf + klen, "%71s", digest) == 1 && !strncmp(digest, "sha256:", 7) &&
+	       strlen(digest) == 71;
+}
+
+static void shared_put(int fd, const char *key, const char *digest)
+{
+	char buf[1400];
+	int n = snprintf(buf, sizeof(buf), "%s%s\n", key, digest);
+	if (fd >= 0 && n > 0 && (size_t)n < sizeof(buf) && ftruncate(fd, 0) == 0)
+		if (pwrite(fd, buf, (size_t)n, 0) == n)
+			futimens(fd, NULL);
+}
+
+static int shared_registry_digest(struct ud_docker *d, const char *ref,
+				  const struct ud_ref_parts *p, const char *config_dir,
+				  long max_age, char *digest, ud_error *e)
+{
+	if (max_age <= 0 || geteuid() != 0)
+		return registry_digest(d, ref, p, config_dir, digest, e);
+	char key[1200];
+	snprintf(key, sizeof(key), "%s %s\n", d->socket_path, ref);
+	ud_autoclose int fd = shared_open(d->socket_path, ref);
+	if (shared_get(fd, key, max_age, digest))
+		return 0;
+	if (registry_digest(d, ref, p, config_dir, digest, e) < 0)
+		return -1;
+	shared_put(fd, key, digest);
+	return 0;
+}
+
+int ud_check(struct ud_docker *d, const char *ref, const char *config_dir, long max_age,
+	     FILE *out, ud_error *e)
 {
 	struct ud_ref_parts parts;
 	if (!ud_reference_parse(ref, &parts))
@@ -85,7 +158,7 @@ int ud_check(struct ud_docker *d, const char *ref, const char *config_dir, FILE 
 		return ud_fail(e, UD_EXIT_USAGE, 0,
 			       "--check '%s': the reference names a digest, which cannot move", ref);
 	char remote[72], local[72] = "";
-	if (registry_digest(d, ref, &parts, config_dir, remote, e) < 0)
+	if (shared_registry_digest(d, ref, &parts, config_dir, max_age, remote, e) < 0)
 		return -1;
 	struct ud_image img;
 	ud_error ie = {0};

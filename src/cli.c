@@ -142,6 +142,18 @@ static int set_gc_interval(struct ud_cli *c, const struct cli_opt *opt, const ch
 	return 0;
 }
 
+static int set_check_max_age(struct ud_cli *c, const struct cli_opt *opt, const char *arg,
+			     ud_error *e)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(arg, &end, 10);
+	if (errno || *end || end == arg || v < 0 || v > 86400)
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--%s '%s': expected seconds", opt->name, arg);
+	c->check_max_age = v;
+	return 0;
+}
+
 static int set_send_to_uid(struct ud_cli *c, const struct cli_opt *opt, const char *arg,
 			   ud_error *e)
 {
@@ -282,6 +294,8 @@ static const struct cli_opt options[] = {
 	 "Compare IMAGE's digest with the registry's for its tag: exit 0\nwhen they match, 1 when "
 	 "the registry's moved",
 	 NULL, 0, NULL},
+	{"check-max-age", 0, "SECONDS", set_check_max_age, 0,
+	 "With --check: take another check's answer this fresh", NULL, 0, NULL},
 	{"help", 'h', NULL, set_action, UD_CLI_HELP, "Print a usage summary and exit", NULL, 0, NULL},
 	{"version", 'V', NULL, set_action, UD_CLI_VERSION, "Print the version and exit", NULL, 0,
 	 NULL},
@@ -514,6 +528,8 @@ int ud_cli_parse(int argc, char **argv, struct ud_cli *c, ud_error *e)
 		return ud_fail(e, UD_EXIT_USAGE, 0, "--rw-path and --read-only exclude each other");
 	if (parse_operands(argc, argv, c, e) < 0)
 		return -1;
+	if (c->check_max_age && !c->check)
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--check-max-age goes with --check");
 	if (c->check && (c->command || c->print || c->pin || c->send_to))
 		return ud_fail(e, UD_EXIT_USAGE, 0,
 			       "--check only compares digests: it takes no -- COMMAND, --print, --pin "

@@ -25,6 +25,7 @@ struct ud_cli {
 	bool print;
 	bool prune;             /* --gc (--cache-prune) */
 	bool check;             /* --check IMAGE */
+	long check_max_age;     /* --check-max-age SECONDS, 0: ask the registry every time */
 	long gc_interval;       /* seconds, -1: never */
 	enum ud_layers_mode layers;
 	const char *cache_dir;

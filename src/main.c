@@ -277,7 +277,8 @@ static int run(struct run *r)
 	if (c->check)
 		return ud_docker_negotiate(&r->d, &r->e) < 0
 			       ? -1
-			       : ud_check(&r->d, c->o.image, c->docker_config, stdout, &r->e);
+			       : ud_check(&r->d, c->o.image, c->docker_config, c->check_max_age,
+					  stdout, &r->e);
 	if (resolve(r) < 0 || ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
 		return -1;
 	if (c->print)

@@ -3,16 +3,22 @@
  * status with {"message"} (nothing pulled yet) or as an {"error"} object inside the stream. */
 #include "pull.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "docker_json.h"
+#include "lastgood.h"
 #include "pull_progress.h"
 #include "reference.h"
+#include "rootmemo.h"
 
 const struct ud_name ud_pull_policies[] = {
 	{UD_PULL_MISSING, "missing"},
@@ -177,8 +183,38 @@ static int read_progress(ud_stream *s, struct ud_pull_progress *p, struct displa
 	return 0;
 }
 
+/* Helpers of one host that pull the same reference through the same daemon at once (vassals that
+ * follow one tag, all told at once that it moved) pull it once: the first takes the lock, the
+ * others wait for it and take what it pulled. Root's alone, in /run; without it (not root, no
+ * /run) every helper pulls, as the daemon would let them. */
+#define PULL_LOCKS UD_ROOTMEMO_DIR "/pulls"
+
+static int pull_lock(const struct ud_docker *d, const char *ref, bool *waited)
+{
+	char name[32], path[sizeof(PULL_LOCKS) + 40];
+	*waited = false;
+	if (geteuid() != 0 || (mkdir(UD_ROOTMEMO_DIR, 0755) < 0 && errno != EEXIST) ||
+	    (mkdir(PULL_LOCKS, 0700) < 0 && errno != EEXIST))
+		return -1;
+	ud_lastgood_name(d->socket_path, ref, name, sizeof(name));
+	snprintf(path, sizeof(path), PULL_LOCKS "/%s", name);
+	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) == 0)
+		return fd;
+	*waited = errno == EWOULDBLOCK;
+	if (!*waited || flock(fd, LOCK_EX) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 int ud_pull(struct ud_docker *d, const char *ref, const char *config_dir, FILE *out, ud_error *e)
 {
+	bool waited;
+	ud_autoclose int lock = pull_lock(d, ref, &waited);
+	if (waited)
+		return 0; /* pulled by the helper we waited for */
 	struct ud_ref_parts parts;
 	char path[1200];
 	if (ud_pull_path(d->api, ref, path, sizeof(path), e) < 0 || !ud_reference_parse(ref, &parts))

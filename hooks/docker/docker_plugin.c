@@ -66,6 +66,9 @@ static struct uwsgi_option docker_options[] = {
 	{"docker-gc-interval", required_argument, 0,
 	 "seconds between the helper's background collections (default 3600; never: off)",
 	 uwsgi_opt_set_str, &ud.gc_interval, 0},
+	{"docker-follow", required_argument, 0,
+	 "follow the image's tag in its registry: check every INTERVAL (30s, 5m), roll out when it "
+	 "moves", uwsgi_opt_set_str, &ud.follow, 0},
 	{"docker-canary-timeout", required_argument, 0,
 	 "seconds a rollout's first worker gets to load the app (default 60)", uwsgi_opt_set_str,
 	 &ud.canary_timeout, 0},
@@ -222,6 +225,9 @@ static void docker_jail(int (*start)(void *), char **argv)
 		ud_refuse_root();
 		note_socket_activation();
 	}
+	if (ud.follow && !(ud.image && uwsgi.master_process))
+		ud_dief(0, "docker-follow needs docker-image and master = true (form 1): an instance "
+			   "that entered the image cannot roll itself onto another");
 	if (ud.image && uwsgi.master_process)
 		ud_form1_jail();
 	else if (ud.image || exec_as_root_runs_helper())
@@ -253,6 +259,7 @@ static void docker_master_cycle(void)
 	if (ud.form != UD_FORM_WORKERS)
 		return;
 	ud_rollout_master_cycle();
+	ud_follow_master_cycle();
 	ud_graceful_nudge();
 }
 

@@ -98,6 +98,7 @@ void ud_form1_jail(void)
 	ud.form = UD_FORM_WORKERS;
 	refuse_mules();
 	ud_rollout_init();
+	ud_follow_init();
 	ud_stash_take();
 	start_helper();
 	install_fork_hooks();

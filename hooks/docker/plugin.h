@@ -37,6 +37,7 @@ struct ud_plugin {
 	char *pull;
 	char *cache_dir;
 	char *gc_interval;
+	char *follow;
 	char *canary_timeout;
 
 	/* state */
@@ -85,6 +86,17 @@ void ud_stash_save(void);
 void ud_stash_take(void);
 void ud_stash_drop(void);
 int ud_stash_fall_back(const ud_error *why);
+
+/* rollout.c, for follow.c: a rollout with this --pull (the next master cycle starts it), and
+ * whether none is under way or asked for. */
+void ud_rollout_request(const char *pull);
+int ud_rollout_idle(void);
+
+/* follow.c: docker-follow, the tag followed in the registry. */
+void ud_follow_init(void);
+void ud_follow_master_cycle(void);
+void ud_follow_rollout_ended(int ok, long long prepared_ms);
+void ud_follow_forget(void);
 
 /* graceful.c: a worker's SIGHUP that never resets a client's connection; a worker that loads
  * its app while the others serve does it at a lower priority. */

@@ -35,8 +35,8 @@ static struct {
 	struct ud_helper_run run;
 	struct ud_handoff next;
 	uint32_t next_gen, last_gen;
-	int canary, canary_forked, again;
-	long long started_ms, canary_deadline_ms;
+	int canary, canary_forked, again, followed;
+	long long started_ms, resolved_ms, canary_deadline_ms;
 	struct report *reports; /* [0..numproc], shared with the workers */
 } ro = {.run = UD_HELPER_RUN_INIT, .last_gen = 1};
 
@@ -82,9 +82,14 @@ static int start_helper(ud_error *e)
 	return 0;
 }
 
-static void finish_rollout(void)
+static void finish_rollout(int ok)
 {
 	ro.phase = RO_IDLE;
+	ro.run.pull = NULL;
+	if (ro.followed) {
+		ro.followed = 0;
+		ud_follow_rollout_ended(ok, ro.resolved_ms - ro.started_ms);
+	}
 	if (ro.again) {
 		ro.again = 0;
 		uwsgi.status.chain_reloading = 1; /* the next master cycle starts it */
@@ -96,7 +101,7 @@ static void stop_rollout(const char *why)
 	uwsgi_log(LOG_PREFIX "rollout of image %s stopped: %s; the workers stay on %s\n", ud.image,
 		  why, ud.h.id);
 	ud_handoff_free(&ro.next);
-	finish_rollout();
+	finish_rollout(0);
 }
 
 static void begin(void)
@@ -135,6 +140,7 @@ static void resolved(void)
 		return;
 	}
 	ro.next_gen = ++ro.last_gen;
+	ro.resolved_ms = ud_now_ms();
 	ro.canary = pick_canary();
 	ro.canary_forked = 0;
 	ro.canary_deadline_ms = ud_now_ms() + ud_canary_timeout_s() * 1000LL;
@@ -191,7 +197,7 @@ static void commit(void)
 			uwsgi_curse(i, SIGHUP);
 	uwsgi_log(LOG_PREFIX "rolled out image %s: %s -> %s in %lld ms\n", ud.image, old, ud.h.id,
 		  ud_now_ms() - ro.started_ms);
-	finish_rollout();
+	finish_rollout(1);
 }
 
 /* need-app, the way this plugin keeps it: a worker of the serving image without an app stops
@@ -259,6 +265,18 @@ void ud_rollout_before_fork(void)
 		ro.canary_forked = 1;
 }
 
+void ud_rollout_request(const char *pull)
+{
+	ro.run.pull = pull;
+	ro.followed = 1;
+	uwsgi.status.chain_reloading = 1;
+}
+
+int ud_rollout_idle(void)
+{
+	return ro.phase == RO_IDLE && !uwsgi.status.chain_reloading;
+}
+
 /* A worker, right after fork: which namespace it enters. It keeps no fd of the other. */
 struct ud_handoff *ud_rollout_pick(int wid)
 {
@@ -267,7 +285,9 @@ struct ud_handoff *ud_rollout_pick(int wid)
 	ud_handoff_free(next ? &ud.h : &ro.next);
 	ud_closep(&ro.run.sock);
 	ud_closep(&ro.run.err);
+	ud_closep(&ro.run.out);
 	ud_closep(&ro.run.pidfd);
+	ud_follow_forget();
 	if (ro.reports && wid <= uwsgi.numproc) {
 		ro.reports[wid].state = W_NONE;
 		ro.reports[wid].gen = next ? ro.next_gen : ud.gen;

@@ -1,0 +1,190 @@
+/* docker-follow (form 1): the instance follows its image's tag in the registry. Every INTERVAL,
+ * with jitter (a thousand hosts must not ask at once), the master runs the helper's --check as a
+ * child, the way a rollout's helper runs (a keeper clone reaped through its pidfd, so uWSGI's
+ * waitpid(-1) never sees it), and reads its answer at a later master cycle: the master's loop
+ * never waits for the daemon or the registry. When the tag moved, a rollout pulls it (--pull
+ * always) and moves the workers onto it canary first, as a chain reload does. A digest whose
+ * rollout failed is not tried again until the tag moves on. A registry or daemon that does not
+ * answer costs one line per kind of failure, and the checks back off. */
+#include "plugin.h"
+
+#include <sys/random.h>
+
+#include "util.h"
+
+enum fphase { F_OFF, F_WAIT, F_CHECKING, F_ROLLING };
+
+#define MAX_BACKOFF 16 /* intervals */
+
+static struct {
+	enum fphase phase;
+	long long interval_ms, next_ms, roll_started_ms;
+	int backoff, fail_kind;
+	struct ud_helper_run run;
+	char *argv[16];
+	char serving[72], target[72], failed[72];
+} fo = {.run = UD_HELPER_RUN_INIT, .backoff = 1};
+
+/* "30s", "5m", "1h", "90" (seconds). */
+static long long parse_interval(const char *s)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	long long unit = !strcmp(end, "") || !strcmp(end, "s") ? 1000
+			 : !strcmp(end, "m")			? 60000
+			 : !strcmp(end, "h")			? 3600000
+								: 0;
+	if (errno || end == s || v < 1 || !unit || v > 24 * 3600000LL / unit)
+		return -1;
+	return v * unit;
+}
+
+/* Between 3/4 and 5/4 of the interval times the back-off. */
+static void schedule(void)
+{
+	uint32_t r = 0;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+		r = (uint32_t)ud_now_ms();
+	long long span = fo.interval_ms * fo.backoff;
+	fo.next_ms = ud_now_ms() + span * 3 / 4 + (long long)(r % 1000) * span / 2000;
+	fo.phase = F_WAIT;
+}
+
+static void build_argv(void)
+{
+	size_t i = 0;
+	fo.argv[i++] = ud.helper ? ud.helper : HELPER_NAME;
+	fo.argv[i++] = "--check";
+	if (ud.host) {
+		fo.argv[i++] = "--docker-host";
+		fo.argv[i++] = ud.host;
+	}
+	if (ud.timeout) {
+		fo.argv[i++] = "--timeout";
+		fo.argv[i++] = ud.timeout;
+	}
+	/* Vassals of one host that follow the same tag share one answer per interval. */
+	static char age[32];
+	snprintf(age, sizeof(age), "%lld", fo.interval_ms / 2000 > 0 ? fo.interval_ms / 2000 : 1);
+	fo.argv[i++] = "--check-max-age";
+	fo.argv[i++] = age;
+	fo.argv[i++] = ud.image;
+	fo.argv[i] = NULL;
+}
+
+/* The jail of form 1, every start and every re-exec reload. */
+void ud_follow_init(void)
+{
+	if (!ud.follow)
+		return;
+	if ((fo.interval_ms = parse_interval(ud.follow)) < 0)
+		ud_dief(0, "docker-follow '%s': expected an interval such as 30s, 5m or 1h",
+			ud.follow);
+	if (strchr(ud.image, '@'))
+		ud_dief(0,
+			"docker-follow: image %s names a digest, which never moves: follow a tag, or "
+			"drop docker-follow",
+			ud.image);
+	build_argv();
+	schedule();
+}
+
+static void start_check(void)
+{
+	ud_error e = {0};
+	char buf[1400];
+	fo.run.argv = fo.argv;
+	fo.run.nice = 10;
+	if (ud_helper_start(&fo.run, &e) < 0) {
+		uwsgi_log(LOG_PREFIX "follow: %s\n", ud_error_text(&e, buf, sizeof(buf)));
+		schedule();
+		return;
+	}
+	fo.phase = F_CHECKING;
+}
+
+/* One line per kind of failure, not per interval; the checks back off meanwhile. */
+static void check_failed(int status, const char *msg)
+{
+	if (fo.backoff < MAX_BACKOFF)
+		fo.backoff *= 2;
+	if (status != fo.fail_kind)
+		uwsgi_log(LOG_PREFIX "follow: checking image %s failed (status %d): %s; the workers "
+				     "stay on %s, the next checks back off\n",
+			  ud.image, status, msg[0] ? msg : "no message", ud.h.id);
+	fo.fail_kind = status;
+	schedule();
+}
+
+static void moved(const char *local, const char *remote)
+{
+	if (!strcmp(remote, fo.failed)) {
+		schedule(); /* rolled out once and failed: not again until the tag moves on */
+		return;
+	}
+	snprintf(fo.serving, sizeof(fo.serving), "%s", local);
+	snprintf(fo.target, sizeof(fo.target), "%s", remote);
+	uwsgi_log(LOG_PREFIX "follow: image %s moved in its registry (%s -> %s): rolling out\n",
+		  ud.image, local, remote);
+	fo.roll_started_ms = ud_now_ms();
+	fo.phase = F_ROLLING;
+	ud_rollout_request("always");
+}
+
+static void checked(void)
+{
+	char out[512], msg[1024], local[80] = "", remote[80] = "";
+	int status = ud_helper_finish_plain(&fo.run, out, sizeof(out), msg, sizeof(msg));
+	bool parsed = sscanf(out, "local %79s registry %79s", local, remote) == 2;
+	if ((status != 0 && status != 1) || !parsed) {
+		check_failed(status, msg);
+		return;
+	}
+	if (fo.fail_kind)
+		uwsgi_log(LOG_PREFIX "follow: image %s can be checked again\n", ud.image);
+	fo.fail_kind = 0;
+	fo.backoff = 1;
+	if (status == 1)
+		moved(local, remote);
+	else
+		schedule();
+}
+
+void ud_follow_master_cycle(void)
+{
+	if (fo.phase == F_WAIT && ud_now_ms() >= fo.next_ms && ud_rollout_idle() &&
+	    !uwsgi_instance_is_reloading && !uwsgi_instance_is_dying)
+		start_check();
+	else if (fo.phase == F_CHECKING && ud_helper_done(&fo.run))
+		checked();
+}
+
+/* rollout.c, when a rollout that ud_rollout_request() asked for ends. */
+void ud_follow_rollout_ended(int ok, long long prepared_ms)
+{
+	if (fo.phase != F_ROLLING)
+		return;
+	double prep = prepared_ms / 1000.0, all = (ud_now_ms() - fo.roll_started_ms) / 1000.0;
+	if (ok) {
+		uwsgi_log(LOG_PREFIX "follow: image %s is now %s (was %s): pulled and prepared in "
+				     "%.1f s, rolled out in %.1f s\n",
+			  ud.image, fo.target, fo.serving, prep, all);
+		fo.failed[0] = '\0';
+	} else {
+		uwsgi_log(LOG_PREFIX "follow: %s of image %s was not rolled out (see above); it is "
+				     "not tried again until the tag moves\n",
+			  fo.target, ud.image);
+		snprintf(fo.failed, sizeof(fo.failed), "%s", fo.target);
+	}
+	schedule();
+}
+
+/* A worker, right after fork: it keeps nothing of a check in flight. */
+void ud_follow_forget(void)
+{
+	ud_closep(&fo.run.sock);
+	ud_closep(&fo.run.err);
+	ud_closep(&fo.run.out);
+	ud_closep(&fo.run.pidfd);
+}
