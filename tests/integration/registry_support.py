@@ -12,7 +12,6 @@ import socket
 import subprocess
 import tarfile
 import time
-import types
 
 import pytest
 
@@ -68,68 +67,93 @@ def _image_tar(path, marker):
         t.addfile(ti, io.BytesIO(data))
 
 
+class Registry:
+    """One docker-registry with htpasswd auth in directory d: start() and stop() (by pid) may
+    be called again, keeping its data and its address; push(repo_tag, marker) -> the pushed
+    manifest's digest; push_tag(local, repo_tag) pushes an image the daemon has (the tag goes
+    away again, locally)."""
+
+    def __init__(self, d):
+        for tool in (REGISTRY, "/usr/bin/htpasswd"):
+            if not os.access(tool, os.X_OK):
+                pytest.fail(f"{tool} is missing (scripts/deps.sh installs docker-registry and "
+                            "apache2-utils)")
+        self.dir = d
+        os.makedirs(os.path.join(d, "data"))
+        htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True,
+                                  text=True, check=True).stdout
+        _write(os.path.join(d, "htpasswd"), htpasswd)
+        self.addr = f"127.0.0.1:{_free_port()}"
+        self.config = os.path.join(d, "config.yml")
+        _write(self.config, "\n".join([
+            "version: 0.1", "log:", "  level: warn", "storage:", "  filesystem:",
+            f"    rootdirectory: {d}/data", "http:", f"  addr: {self.addr}",
+            f"  secret: {os.urandom(8).hex()}", "auth:", "  htpasswd:", "    realm: udtest",
+            f"    path: {d}/htpasswd", ""]))
+        self.log = os.path.join(d, "registry.log")
+        self.push_cfg = os.path.join(d, "push-config")
+        os.mkdir(self.push_cfg, 0o700)
+        self.proc = None
+        self.counter = 0
+
+    def start(self):
+        with open(self.log, "a") as logf:
+            self.proc = subprocess.Popen([REGISTRY, "serve", self.config], stdout=logf,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _wait_answering(self.addr, self.proc, self.log)
+        p = subprocess.run([DOCKER, "--config", self.push_cfg, "login", "-u", USER,
+                            "--password-stdin", self.addr], input=PASSWORD, capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return self
+
+    def stop(self):
+        if not self.proc or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def push(self, repo_tag, marker):
+        self.counter += 1
+        tar = os.path.join(self.dir, f"img{self.counter}.tar")
+        _image_tar(tar, marker)
+        ref = f"{self.addr}/{repo_tag}"
+        docker("import", tar, ref)
+        try:
+            out = docker("--config", self.push_cfg, "push", ref).stdout
+        finally:
+            docker("rmi", "-f", ref, check=False)
+        m = re.search(r"digest: (sha256:[0-9a-f]{64})", out)
+        assert m, out
+        return m.group(1)
+
+    def push_tag(self, local, repo_tag):
+        ref = f"{self.addr}/{repo_tag}"
+        docker("tag", local, ref)
+        try:
+            out = docker("--config", self.push_cfg, "push", ref).stdout
+        finally:
+            docker("rmi", ref, check=False)
+        m = re.search(r"digest: (sha256:[0-9a-f]{64})", out)
+        return m.group(1) if m else None
+
+    def close(self):
+        docker("--config", self.push_cfg, "logout", self.addr, check=False)
+        self.stop()
+
+
 @pytest.fixture(scope="session")
 def registry(docker_ready, session_dir):
-    """The registry, and reg.push(repo_tag, marker) -> the pushed manifest's digest."""
-    for tool in (REGISTRY, "/usr/bin/htpasswd"):
-        if not os.access(tool, os.X_OK):
-            pytest.fail(f"{tool} is missing (scripts/deps.sh installs docker-registry and "
-                        "apache2-utils)")
-    d = os.path.join(session_dir, "registry")
-    os.makedirs(os.path.join(d, "data"))
-    htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], capture_output=True,
-                              text=True, check=True).stdout
-    _write(os.path.join(d, "htpasswd"), htpasswd)
-    addr = f"127.0.0.1:{_free_port()}"
-    _write(os.path.join(d, "config.yml"), "\n".join([
-        "version: 0.1", "log:", "  level: warn", "storage:", "  filesystem:",
-        f"    rootdirectory: {d}/data", "http:", f"  addr: {addr}", f"  secret: {os.urandom(8).hex()}",
-        "auth:", "  htpasswd:", "    realm: udtest", f"    path: {d}/htpasswd", ""]))
-    log = os.path.join(d, "registry.log")
-    with open(log, "w") as logf:
-        proc = subprocess.Popen([REGISTRY, "serve", os.path.join(d, "config.yml")],
-                                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    push_cfg = os.path.join(d, "push-config")
-    os.mkdir(push_cfg, 0o700)
+    """The session's registry (a Registry)."""
+    reg = Registry(os.path.join(session_dir, "registry"))
     try:
-        _wait_answering(addr, proc, log)
-        p = subprocess.run([DOCKER, "--config", push_cfg, "login", "-u", USER, "--password-stdin",
-                            addr], input=PASSWORD, capture_output=True, text=True, timeout=60)
-        assert p.returncode == 0, p.stderr
-        counter = [0]
-
-        def push(repo_tag, marker):
-            counter[0] += 1
-            tar = os.path.join(d, f"img{counter[0]}.tar")
-            _image_tar(tar, marker)
-            ref = f"{addr}/{repo_tag}"
-            docker("import", tar, ref)
-            try:
-                out = docker("--config", push_cfg, "push", ref).stdout
-            finally:
-                docker("rmi", "-f", ref, check=False)
-            m = re.search(r"digest: (sha256:[0-9a-f]{64})", out)
-            assert m, out
-            return m.group(1)
-
-        def push_tag(local, repo_tag):
-            """Pushes an image the daemon has under another name; only the tag goes away."""
-            ref = f"{addr}/{repo_tag}"
-            docker("tag", local, ref)
-            try:
-                docker("--config", push_cfg, "push", ref)
-            finally:
-                docker("rmi", ref, check=False)
-
-        yield types.SimpleNamespace(addr=addr, push=push, push_tag=push_tag, dir=d)
+        yield reg.start()
     finally:
-        docker("--config", push_cfg, "logout", addr, check=False)
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        reg.close()
 
 
 @pytest.fixture

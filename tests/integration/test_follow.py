@@ -60,3 +60,145 @@ def test_check_failures_are_one_line_each(registry, scratch, pulled):
     line = error_line(run(["--check", pinned]), 64)
     assert "digest" in line and "cannot move" in line, line
     line = error_line(run(["--check", "--print", pinned]), 64)
+
+
+# ---------------------------------------------------------------- docker-follow (form 1)
+
+import os  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from plugin_support import (PREFIX, Harness, RequestLoop, _build, form1_options,  # noqa: E402
+                            form2_options, free_port, get_json, plug_images, wait_for)
+from registry_support import Registry  # noqa: E402
+
+assert plug_images  # a fixture, used by name
+INTERVAL = "2s"
+
+
+@pytest.fixture(scope="module")
+def broken(plug_images, session_dir):
+    """v1 with a syntax error in the app: its canary never loads."""
+    tag = PREFIX + "follow-broken:syntax"
+    ctx = os.path.join(session_dir, "follow-broken")
+    os.makedirs(ctx, exist_ok=True)
+    df = os.path.join(ctx, "Dockerfile")
+    with open(df, "w") as f:
+        f.write(f"FROM {plug_images.v1}\nRUN echo 'def broken(:' >> /srv/app.py\n")
+    _build(tag, ctx, df)
+    yield tag
+    docker("rmi", "-f", tag, check=False)
+
+
+@pytest.fixture
+def plug(scratch, plug_images):
+    h = Harness(scratch, plug_images)
+    yield h
+    h.cleanup()
+
+
+def _lines(u, what):
+    return [l for l in u.log().splitlines() if l.startswith("[docker] ") and what in l]
+
+
+def _follow(plug, reg, ref, port, interval=INTERVAL, **extra):
+    cfg = _auths_config(plug.workdir, reg.addr)
+    opts = form1_options(plug.workdir, port, ref) + [
+        ("docker-follow", interval), ("docker-canary-timeout", "20"),
+        ("env", f"DOCKER_CONFIG={cfg}")] + list(extra.items())
+    return plug.start(opts, name="follow")
+
+
+def _forget(ref):
+    p = docker("image", "inspect", "-f", "{{.Id}}", ref, check=False)
+    docker("rmi", ref, check=False)
+    return p
+
+
+def test_follow_rolls_out_each_push_and_never_a_broken_one(plug, plug_images, broken,
+                                                           registry):
+    repo = f"udfollow/app-{os.getpid()}:live"
+    ref = f"{registry.addr}/{repo}"
+    registry.push_tag(plug_images.v1, repo)
+    port = free_port()
+    u = _follow(plug, registry, ref, port)
+    try:
+        assert u.wait_ready(port)["version"] == "v1"
+        loop = RequestLoop(port, max_seconds=240)
+        loop.start()
+        try:
+            registry.push_tag(plug_images.v2, repo)
+            assert wait_for(lambda: loop.versions()[-1:] == ["v2"], timeout=90), \
+                u.log()[-4000:]
+            assert wait_for(lambda: _lines(u, "is now"), timeout=60), u.log()[-4000:]
+            done = _lines(u, "is now")
+            assert len(done) == 1 and "pulled and prepared in" in done[0], u.log()[-4000:]
+            # A broken image: its canary fails, the workers stay, and it is not tried again.
+            registry.push_tag(broken, repo)
+            assert wait_for(lambda: _lines(u, "was not rolled out"), timeout=90), \
+                u.log()[-4000:]
+            moved = len(_lines(u, "moved in its registry"))
+            time.sleep(8)  # four intervals
+            assert len(_lines(u, "moved in its registry")) == moved, u.log()[-4000:]
+            assert set(loop.versions()[-20:]) == {"v2"}
+            # A good push after it rolls out.
+            registry.push_tag(plug_images.v1, repo)
+            assert wait_for(lambda: loop.versions()[-1:] == ["v1"], timeout=90), \
+                u.log()[-4000:]
+        finally:
+            loop.finish()
+        assert loop.failures == [], loop.failures[:5]
+        assert len(_lines(u, "rollout of image")) == 1, u.log()[-4000:]
+        plug.stop_and_check(u)
+    finally:
+        _forget(ref)
+
+
+def test_follow_keeps_serving_while_the_registry_is_away(plug, plug_images, scratch):
+    reg = Registry(os.path.join(scratch, "registry")).start()
+    repo = "udfollow/away:live"
+    ref = f"{reg.addr}/{repo}"
+    try:
+        reg.push_tag(plug_images.v1, repo)
+        port = free_port()
+        u = _follow(plug, reg, ref, port, interval="1s")
+        assert u.wait_ready(port)["version"] == "v1"
+        loop = RequestLoop(port, max_seconds=180)
+        loop.start()
+        try:
+            reg.stop()
+            assert wait_for(lambda: _lines(u, "follow: checking image"), timeout=30)
+            time.sleep(6)
+            failed = _lines(u, "follow: checking image")
+            assert len(failed) == 1 and "back off" in failed[0], u.log()[-4000:]
+            reg.start()
+            reg.push_tag(plug_images.v2, repo)
+            # backed off: up to 16 intervals
+            assert wait_for(lambda: loop.versions()[-1:] == ["v2"], timeout=120), \
+                u.log()[-4000:]
+            assert _lines(u, "can be checked again"), u.log()[-4000:]
+        finally:
+            loop.finish()
+        assert loop.failures == [], loop.failures[:5]
+        plug.stop_and_check(u)
+    finally:
+        _forget(ref)
+        reg.close()
+
+
+def test_follow_refuses_what_cannot_move(plug, plug_images, registry):
+    repo = f"udfollow/pinned-{os.getpid()}:v1"
+    digest = registry.push_tag(plug_images.v1, repo)
+    assert digest
+    pinned = f"{registry.addr}/{repo.split(':')[0]}@{digest}"
+    port = free_port()
+    for opts, what in ((form1_options(plug.workdir, port, pinned), "names a digest"),
+                       (form2_options(plug.workdir, port, plug_images.v1), "needs docker-image")):
+        u = plug.start(opts + [("docker-follow", "5s")], name="refused")
+        rc = u.wait_exit(30)
+        lines = _lines(u, "docker-follow")
+        assert rc not in (None, 0) and len(lines) == 1 and what in lines[0], u.log()[-3000:]
+        plug.stop_and_check(u, expect_rc=None, lazy=False)
+    line = error_line(run(["--check", pinned]), 64)
+    assert "cannot move" in line
