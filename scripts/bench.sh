@@ -21,6 +21,7 @@
 #                  BENCH_RELOADS times (default 3): the longest gap between answers, failed requests
 #
 # 3b. Kept layers (scripts/bench_keep.py): what keeping the daemon's layer directories costs a start.
+# 3c. Push to deploy (scripts/bench_follow.py): a push to the followed tag until the new answers.
 #
 # 4. Rollouts (scripts/bench_rollout.py): a Flask app on a Debian 12 image, 4 workers, 4 clients;
 #    the longest gap across a rollout vs full reloads, then a soak (BENCH_SOAK full reloads and
@@ -679,6 +680,13 @@ EOF
 # ==================================================================================================
 echo
 "$PY" "$SCRIPTS/bench_keep.py" "$HELPER"
+
+# ==================================================================================================
+# Push to deploy (scripts/bench_follow.py): docker-follow = 2s, the Flask app, 4 workers; from
+# docker push returning to the first answer of the new image (target: interval + pull + 1 s).
+# ==================================================================================================
+echo
+"$PY" "$SCRIPTS/bench_follow.py" "$HELPER"
 
 # ==================================================================================================
 # 4. Rollouts: a Flask app on a Debian 12 image, 4 workers, 4 clients (scripts/bench_rollout.py)

@@ -125,11 +125,12 @@ static void moved(const char *local, const char *remote)
 	}
 	snprintf(fo.serving, sizeof(fo.serving), "%s", local);
 	snprintf(fo.target, sizeof(fo.target), "%s", remote);
-	uwsgi_log(LOG_PREFIX "follow: image %s moved in its registry (%s -> %s): rolling out\n",
-		  ud.image, local, remote);
 	fo.roll_started_ms = ud_now_ms();
 	fo.phase = F_ROLLING;
-	ud_rollout_request("always");
+	uwsgi_log(LOG_PREFIX "follow: image %s moved in its registry (%s -> %s): rolling out\n",
+		  ud.image, local, remote);
+	if (ud_rollout_request("always") < 0)
+		schedule(); /* a chain reload came first: the next check sees what it left */
 }
 
 static void checked(void)

@@ -87,9 +87,9 @@ void ud_stash_take(void);
 void ud_stash_drop(void);
 int ud_stash_fall_back(const ud_error *why);
 
-/* rollout.c, for follow.c: a rollout with this --pull (the next master cycle starts it), and
- * whether none is under way or asked for. */
-void ud_rollout_request(const char *pull);
+/* rollout.c, for follow.c: begins a rollout with this --pull (-1: one is under way), and whether
+ * none is under way or asked for. */
+int ud_rollout_request(const char *pull);
 int ud_rollout_idle(void);
 
 /* follow.c: docker-follow, the tag followed in the registry. */

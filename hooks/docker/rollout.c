@@ -265,11 +265,16 @@ void ud_rollout_before_fork(void)
 		ro.canary_forked = 1;
 }
 
-void ud_rollout_request(const char *pull)
+/* Begun here, not through chain_reloading: uWSGI's own chain check runs after the master_cycle
+ * hooks in the same loop, and would take a worker before this module could hold the chain. */
+int ud_rollout_request(const char *pull)
 {
+	if (ro.phase != RO_IDLE || uwsgi_instance_is_reloading || uwsgi_instance_is_dying)
+		return -1;
 	ro.run.pull = pull;
 	ro.followed = 1;
-	uwsgi.status.chain_reloading = 1;
+	begin();
+	return 0;
 }
 
 int ud_rollout_idle(void)
