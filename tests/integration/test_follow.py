@@ -110,6 +110,21 @@ def _follow(plug, reg, ref, port, interval=INTERVAL, **extra):
     return plug.start(opts, name="follow")
 
 
+def _assert_canary_first(log):
+    """uWSGI's own chain takes no worker of a followed rollout before its canary serves."""
+    state = None
+    for line in log.splitlines():
+        if "moved in its registry" in line:
+            state = "resolving"
+        elif state and "tries it first" in line:
+            state = "canary"
+        elif state and ("the other workers follow" in line or "rollout of image" in line):
+            state = None
+        elif state and "chain next victim" in line:
+            raise AssertionError(f"uWSGI's chain took a worker while the rollout was {state}:"
+                                 f"\n{log[-4000:]}")
+
+
 def _forget(ref):
     p = docker("image", "inspect", "-f", "{{.Id}}", ref, check=False)
     docker("rmi", ref, check=False)
@@ -150,6 +165,7 @@ def test_follow_rolls_out_each_push_and_never_a_broken_one(plug, plug_images, br
             loop.finish()
         assert loop.failures == [], loop.failures[:5]
         assert len(_lines(u, "rollout of image")) == 1, u.log()[-4000:]
+        _assert_canary_first(u.log())
         plug.stop_and_check(u)
     finally:
         _forget(ref)
