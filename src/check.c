@@ -105,12 +105,18 @@ static int shared_open(const char *socket_path, const char *ref)
 	return fd;
 }
 
-/* The kept answer if it is younger than max_age seconds. */
-static bool shared_get(int fd, const char *key, long max_age, char *digest)
+/* The kept answer if it is younger than max_age_ms. */
+static bool shared_get(int fd, const char *key, long max_age_ms, char *digest)
 {
 	char buf[1400];
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0 || time(NULL) - st.st_mtime >= max_age)
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return false;
+	long long age_ms = (now.tv_sec - st.st_mtim.tv_sec) * 1000LL +
+			   (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+	if (age_ms < 0 || age_ms >= max_age_ms)
 		return false;
 	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
 	size_t klen = strlen(key);
@@ -132,14 +138,14 @@ static void shared_put(int fd, const char *key, const char *digest)
 
 static int shared_registry_digest(struct ud_docker *d, const char *ref,
 				  const struct ud_ref_parts *p, const char *config_dir,
-				  long max_age, char *digest, ud_error *e)
+				  long max_age_ms, char *digest, ud_error *e)
 {
-	if (max_age <= 0 || geteuid() != 0)
+	if (max_age_ms <= 0 || geteuid() != 0)
 		return registry_digest(d, ref, p, config_dir, digest, e);
 	char key[1200];
 	snprintf(key, sizeof(key), "%s %s\n", d->socket_path, ref);
 	ud_autoclose int fd = shared_open(d->socket_path, ref);
-	if (shared_get(fd, key, max_age, digest))
+	if (shared_get(fd, key, max_age_ms, digest))
 		return 0;
 	if (registry_digest(d, ref, p, config_dir, digest, e) < 0)
 		return -1;
@@ -147,7 +153,7 @@ static int shared_registry_digest(struct ud_docker *d, const char *ref,
 	return 0;
 }
 
-int ud_check(struct ud_docker *d, const char *ref, const char *config_dir, long max_age,
+int ud_check(struct ud_docker *d, const char *ref, const char *config_dir, long max_age_ms,
 	     FILE *out, ud_error *e)
 {
 	struct ud_ref_parts parts;
@@ -157,19 +163,23 @@ int ud_check(struct ud_docker *d, const char *ref, const char *config_dir, long 
 	if (parts.digest[0])
 		return ud_fail(e, UD_EXIT_USAGE, 0,
 			       "--check '%s': the reference names a digest, which cannot move", ref);
-	char remote[72], local[72] = "";
-	if (shared_registry_digest(d, ref, &parts, config_dir, max_age, remote, e) < 0)
+	char remote[72], local[72] = "", id[80] = "";
+	if (shared_registry_digest(d, ref, &parts, config_dir, max_age_ms, remote, e) < 0)
 		return -1;
 	struct ud_image img;
 	ud_error ie = {0};
 	if (ud_docker_inspect_raw(d, ref, &img, &ie) == 0) {
 		ud_repo_digest(&img, parts.name, local, sizeof(local));
+		snprintf(id, sizeof(id), "%s", img.id);
 		ud_image_free(&img);
 	} else if (ie.status != UD_EXIT_IMAGE) {
 		if (e) /* not found locally is "local none"; anything else is a failure */
 			*e = ie;
 		return -1;
 	}
-	fprintf(out, "local %s\nregistry %s\n", local[0] ? local : "none", remote);
+	fprintf(out, "local %s", local[0] ? local : "none");
+	if (id[0])
+		fprintf(out, " (image %s)", id);
+	fprintf(out, "\nregistry %s\n", remote);
 	return strcmp(local, remote) ? UD_CHECK_MOVED : 0;
 }

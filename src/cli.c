@@ -147,11 +147,21 @@ static int set_check_max_age(struct ud_cli *c, const struct cli_opt *opt, const 
 {
 	char *end;
 	errno = 0;
-	long v = strtol(arg, &end, 10);
-	if (errno || *end || end == arg || v < 0 || v > 86400)
+	double v = strtod(arg, &end);
+	if (errno || *end || end == arg || !(v >= 0) || v > 86400)
 		return ud_fail(e, UD_EXIT_USAGE, 0, "--%s '%s': expected seconds", opt->name, arg);
-	c->check_max_age = v;
+	c->check_max_age_ms = (long)(v * 1000);
 	return 0;
+}
+
+static int set_digest(struct ud_cli *c, const struct cli_opt *opt, const char *arg, ud_error *e)
+{
+	bool ok = strncmp(arg, "sha256:", 7) == 0 && strlen(arg) == 71 &&
+		  strspn(arg + 7, "0123456789abcdef") == 64;
+	if (!ok)
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--%s '%s': expected sha256:<64 hex digits>",
+			       opt->name, arg);
+	return set_string(c, opt, arg, e);
 }
 
 static int set_send_to_uid(struct ud_cli *c, const struct cli_opt *opt, const char *arg,
@@ -238,6 +248,9 @@ static const struct cli_opt options[] = {
 	 "Time limit for each Docker API request (default 10)", NULL, 0, NULL},
 	{"pull", 0, "POLICY", set_pull, 0, "When to pull IMAGE through the daemon: ", ud_pull_policies,
 	 0, " or "},
+	{"pull-if-not", 0, "DIGEST", set_digest, FIELD(pull_if_not),
+	 "With --pull always: not when the daemon's image of IMAGE\nalready has DIGEST",
+	 NULL, 0, NULL},
 	{"docker-config", 0, "DIR", set_string, FIELD(docker_config),
 	 "Registry credentials from DIR/config.json (default\n$DOCKER_CONFIG, else ~/.docker)", NULL,
 	 0, NULL},
@@ -528,7 +541,7 @@ int ud_cli_parse(int argc, char **argv, struct ud_cli *c, ud_error *e)
 		return ud_fail(e, UD_EXIT_USAGE, 0, "--rw-path and --read-only exclude each other");
 	if (parse_operands(argc, argv, c, e) < 0)
 		return -1;
-	if (c->check_max_age && !c->check)
+	if (c->check_max_age_ms && !c->check)
 		return ud_fail(e, UD_EXIT_USAGE, 0, "--check-max-age goes with --check");
 	if (c->check && (c->command || c->print || c->pin || c->send_to))
 		return ud_fail(e, UD_EXIT_USAGE, 0,

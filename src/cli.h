@@ -25,11 +25,12 @@ struct ud_cli {
 	bool print;
 	bool prune;             /* --gc (--cache-prune) */
 	bool check;             /* --check IMAGE */
-	long check_max_age;     /* --check-max-age SECONDS, 0: ask the registry every time */
+	long check_max_age_ms;  /* --check-max-age SECONDS, 0: ask the registry every time */
 	long gc_interval;       /* seconds, -1: never */
 	enum ud_layers_mode layers;
 	const char *cache_dir;
 	enum ud_pull_policy pull;
+	const char *pull_if_not;   /* --pull-if-not DIGEST, or NULL */
 	const char *docker_config; /* --docker-config DIR, or NULL */
 	char **command;         /* after "--", or NULL */
 	bool rw_path, read_only; /* as given, to refuse both */

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -151,12 +152,26 @@ static int pull(struct run *r)
 
 /* --pull: always pulls first; missing pulls when the daemon says "not found" (a name, not an
  * id: 65 from the inspect is then only its 404), then resolves again. */
+/* --pull-if-not DIGEST: the daemon's image of the reference already is DIGEST (another helper
+ * of this host pulled it a moment ago), so an always-pull would only ask the registry again. */
+static bool already_pulled(struct run *r, const struct ud_ref_parts *parts)
+{
+	struct ud_image img;
+	char have[80] = "";
+	if (!r->c.pull_if_not || ud_docker_inspect_raw(&r->d, r->c.o.image, &img, NULL) < 0)
+		return false;
+	bool same = ud_repo_digest(&img, parts->name, have, sizeof(have)) &&
+		    !strcmp(have, r->c.pull_if_not);
+	ud_image_free(&img);
+	return same;
+}
+
 static int resolve_online(struct run *r)
 {
 	const struct ud_cli *c = &r->c;
 	struct ud_ref_parts parts;
 	bool pullable = ud_reference_parse(c->o.image, &parts);
-	if (c->pull == UD_PULL_ALWAYS && pullable && pull(r) < 0)
+	if (c->pull == UD_PULL_ALWAYS && pullable && !already_pulled(r, &parts) && pull(r) < 0)
 		return -1;
 	if (resolve_layers(r) == 0)
 		return 0;
@@ -277,7 +292,7 @@ static int run(struct run *r)
 	if (c->check)
 		return ud_docker_negotiate(&r->d, &r->e) < 0
 			       ? -1
-			       : ud_check(&r->d, c->o.image, c->docker_config, c->check_max_age,
+			       : ud_check(&r->d, c->o.image, c->docker_config, c->check_max_age_ms,
 					  stdout, &r->e);
 	if (resolve(r) < 0 || ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
 		return -1;

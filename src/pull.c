@@ -183,10 +183,10 @@ static int read_progress(ud_stream *s, struct ud_pull_progress *p, struct displa
 	return 0;
 }
 
-/* Helpers of one host that pull the same reference through the same daemon at once (vassals that
- * follow one tag, all told at once that it moved) pull it once: the first takes the lock, the
- * others wait for it and take what it pulled. Root's alone, in /run; without it (not root, no
- * /run) every helper pulls, as the daemon would let them. */
+/* Helpers of one host that pull the same reference through the same daemon at once (vassals
+ * that follow one tag, told at the same moment that it moved) pull it once: the first takes the
+ * lock, the others wait for it and take what it pulled. Root's alone, in /run; without it (not
+ * root, no /run) every helper pulls, as the daemon would let them. */
 #define PULL_LOCKS UD_ROOTMEMO_DIR "/pulls"
 
 static int pull_lock(const struct ud_docker *d, const char *ref, bool *waited)
@@ -209,12 +209,9 @@ static int pull_lock(const struct ud_docker *d, const char *ref, bool *waited)
 	return fd;
 }
 
-int ud_pull(struct ud_docker *d, const char *ref, const char *config_dir, FILE *out, ud_error *e)
+static int pull_now(struct ud_docker *d, const char *ref, const char *config_dir, FILE *out,
+		    ud_error *e)
 {
-	bool waited;
-	ud_autoclose int lock = pull_lock(d, ref, &waited);
-	if (waited)
-		return 0; /* pulled by the helper we waited for */
 	struct ud_ref_parts parts;
 	char path[1200];
 	if (ud_pull_path(d->api, ref, path, sizeof(path), e) < 0 || !ud_reference_parse(ref, &parts))
@@ -244,4 +241,13 @@ int ud_pull(struct ud_docker *d, const char *ref, const char *config_dir, FILE *
 	ud_pull_progress_free(&p);
 	ud_stream_close(s);
 	return r;
+}
+
+int ud_pull(struct ud_docker *d, const char *ref, const char *config_dir, FILE *out, ud_error *e)
+{
+	bool waited;
+	ud_autoclose int lock = pull_lock(d, ref, &waited);
+	if (waited)
+		return 0; /* pulled by the helper we waited for */
+	return pull_now(d, ref, config_dir, out, e);
 }

@@ -22,7 +22,7 @@ static struct {
 	int backoff, fail_kind;
 	struct ud_helper_run run;
 	char *argv[16];
-	char serving[72], target[72], failed[72];
+	char serving[96], target[96], failed[96];
 } fo = {.run = UD_HELPER_RUN_INIT, .backoff = 1};
 
 /* "30s", "5m", "1h", "90" (seconds). */
@@ -64,9 +64,10 @@ static void build_argv(void)
 		fo.argv[i++] = "--timeout";
 		fo.argv[i++] = ud.timeout;
 	}
-	/* Vassals of one host that follow the same tag share one answer per interval. */
+	/* Vassals of one host that follow the same tag share about one answer per interval: each
+	 * takes another's younger than the shortest jittered interval (never its own, older). */
 	static char age[32];
-	snprintf(age, sizeof(age), "%lld", fo.interval_ms / 2000 > 0 ? fo.interval_ms / 2000 : 1);
+	snprintf(age, sizeof(age), "%.3f", fo.interval_ms * 0.7 / 1000);
 	fo.argv[i++] = "--check-max-age";
 	fo.argv[i++] = age;
 	fo.argv[i++] = ud.image;
@@ -117,28 +118,51 @@ static void check_failed(int status, const char *msg)
 	schedule();
 }
 
-static void moved(const char *local, const char *remote)
+/* What the check said: the digest of the daemon's image of the tag (and that image's id, when
+ * it has one), and the registry's. */
+struct answer {
+	char local[80], id[96], remote[80];
+};
+
+static bool parse_answer(const char *out, struct answer *a)
 {
-	if (!strcmp(remote, fo.failed)) {
-		schedule(); /* rolled out once and failed: not again until the tag moves on */
+	const char *reg = strstr(out, "\nregistry ");
+	if (!reg || sscanf(out, "local %79s", a->local) != 1 ||
+	    sscanf(reg + 1, "registry %79s", a->remote) != 1)
+		return false;
+	/* no "(image ID)": the daemon has no image of the tag */
+	if (sscanf(out, "local %*s (image %95[^)])", a->id) != 1)
+		a->id[0] = '\0';
+	return true;
+}
+
+/* The tag moved for this instance when the registry serves a digest other than the one of the
+ * image it serves. The daemon's tag may be ahead of the instance (a vassal of the same host, or
+ * someone, pulled it): then it is rolled out without pulling again. */
+static void decide(const struct answer *a)
+{
+	bool ours = !strcmp(a->id, ud.h.id), have = !strcmp(a->local, a->remote);
+	if ((ours && have) || !strcmp(a->remote, fo.failed)) {
+		schedule(); /* up to date, or rolled out once and failed: not until it moves on */
 		return;
 	}
-	snprintf(fo.serving, sizeof(fo.serving), "%s", local);
-	snprintf(fo.target, sizeof(fo.target), "%s", remote);
+	snprintf(fo.serving, sizeof(fo.serving), "%s", ours ? a->local : ud.h.id);
+	snprintf(fo.target, sizeof(fo.target), "%s", a->remote);
 	fo.roll_started_ms = ud_now_ms();
 	fo.phase = F_ROLLING;
 	uwsgi_log(LOG_PREFIX "follow: image %s moved in its registry (%s -> %s): rolling out\n",
-		  ud.image, local, remote);
-	if (ud_rollout_request("always") < 0)
+		  ud.image, fo.serving, a->remote);
+	/* Pulled already if another vassal's rollout pulled the digest since this check. */
+	if (ud_rollout_request(have ? "missing" : "always", have ? NULL : fo.target) < 0)
 		schedule(); /* a chain reload came first: the next check sees what it left */
 }
 
 static void checked(void)
 {
-	char out[512], msg[1024], local[80] = "", remote[80] = "";
+	char out[512], msg[1024];
+	struct answer a;
 	int status = ud_helper_finish_plain(&fo.run, out, sizeof(out), msg, sizeof(msg));
-	bool parsed = sscanf(out, "local %79s registry %79s", local, remote) == 2;
-	if ((status != 0 && status != 1) || !parsed) {
+	if ((status != 0 && status != 1) || !parse_answer(out, &a)) {
 		check_failed(status, msg);
 		return;
 	}
@@ -146,10 +170,7 @@ static void checked(void)
 		uwsgi_log(LOG_PREFIX "follow: image %s can be checked again\n", ud.image);
 	fo.fail_kind = 0;
 	fo.backoff = 1;
-	if (status == 1)
-		moved(local, remote);
-	else
-		schedule();
+	decide(&a);
 }
 
 void ud_follow_master_cycle(void)

@@ -29,7 +29,7 @@ int ud_helper_deadline_s(void)
 }
 
 /* argv for the helper (form 1 and docker-image without master). */
-char **ud_helper_argv(const char *pull)
+char **ud_helper_argv(const char *pull, const char *pull_if_not)
 {
 	size_t n = 32;
 	struct uwsgi_string_list *usl;
@@ -57,6 +57,7 @@ char **ud_helper_argv(const char *pull)
 	OPT("--mount-api", ud.mount_api);
 	OPT("--layers", ud.layers);
 	OPT("--pull", pull ? (char *)pull : ud.pull);
+	OPT("--pull-if-not", (char *)pull_if_not);
 	OPT("--cache-dir", ud.cache_dir);
 	OPT("--gc-interval", ud.gc_interval);
 	uwsgi_foreach(usl, ud.binds) OPT("--bind", usl->value);
@@ -238,7 +239,7 @@ int ud_helper_start(struct ud_helper_run *run, ud_error *e)
 		close(sv[1]);
 		return -1;
 	}
-	char **envp = helper_envp(), **argv = run->argv ? run->argv : ud_helper_argv(run->pull);
+	char **envp = helper_envp(), **argv = run->argv ? run->argv : ud_helper_argv(run->pull, run->pull_if_not);
 	run->pid = spawn_quiet(path, argv, envp, sv[1], errw, outw, run->nice, &run->pidfd);
 	int err = errno;
 	if (argv != run->argv)

@@ -89,7 +89,7 @@ int ud_stash_fall_back(const ud_error *why);
 
 /* rollout.c, for follow.c: begins a rollout with this --pull (-1: one is under way), and whether
  * none is under way or asked for. */
-int ud_rollout_request(const char *pull);
+int ud_rollout_request(const char *pull, const char *pull_if_not);
 int ud_rollout_idle(void);
 
 /* follow.c: docker-follow, the tag followed in the registry. */
@@ -115,6 +115,7 @@ struct ud_helper_run {
 	long long deadline_ms;
 	int nice;    /* the helper's nice value: a rollout's yields to the workers that serve */
 	const char *pull; /* --pull for this run (NULL: docker-pull) */
+	const char *pull_if_not; /* --pull-if-not DIGEST for this run, or NULL */
 	char **argv; /* another command line (--check): stdout comes back in out */
 };
 #define UD_HELPER_RUN_INIT {.pid = -1, .pidfd = -1, .sock = -1, .err = -1, .out = -1}
@@ -128,7 +129,7 @@ long long ud_now_ms(void);
 int ud_helper_deadline_s(void);
 /* argv for the helper, NULL-terminated (caller frees the array, not the strings); pull: the
  * --pull of this run, NULL for docker-pull. */
-char **ud_helper_argv(const char *pull);
+char **ud_helper_argv(const char *pull, const char *pull_if_not);
 /* Reaps a run started with argv: its exit status (128 + signal when killed), what it wrote on
  * stdout and the last line of its stderr. Kills it first if it outlived its deadline. */
 int ud_helper_finish_plain(struct ud_helper_run *run, char *out, size_t out_len, char *msg,

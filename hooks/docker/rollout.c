@@ -85,7 +85,7 @@ static int start_helper(ud_error *e)
 static void finish_rollout(int ok)
 {
 	ro.phase = RO_IDLE;
-	ro.run.pull = NULL;
+	ro.run.pull = ro.run.pull_if_not = NULL;
 	if (ro.followed) {
 		ro.followed = 0;
 		ud_follow_rollout_ended(ok, ro.resolved_ms - ro.started_ms);
@@ -267,11 +267,12 @@ void ud_rollout_before_fork(void)
 
 /* Begun here, not through chain_reloading: uWSGI's own chain check runs after the master_cycle
  * hooks in the same loop, and would take a worker before this module could hold the chain. */
-int ud_rollout_request(const char *pull)
+int ud_rollout_request(const char *pull, const char *pull_if_not)
 {
 	if (ro.phase != RO_IDLE || uwsgi_instance_is_reloading || uwsgi_instance_is_dying)
 		return -1;
 	ro.run.pull = pull;
+	ro.run.pull_if_not = pull_if_not;
 	ro.followed = 1;
 	begin();
 	return 0;

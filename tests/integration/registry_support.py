@@ -73,7 +73,7 @@ class Registry:
     manifest's digest; push_tag(local, repo_tag) pushes an image the daemon has (the tag goes
     away again, locally)."""
 
-    def __init__(self, d):
+    def __init__(self, d, log_level="warn"):
         for tool in (REGISTRY, "/usr/bin/htpasswd"):
             if not os.access(tool, os.X_OK):
                 pytest.fail(f"{tool} is missing (scripts/deps.sh installs docker-registry and "
@@ -86,7 +86,7 @@ class Registry:
         self.addr = f"127.0.0.1:{_free_port()}"
         self.config = os.path.join(d, "config.yml")
         _write(self.config, "\n".join([
-            "version: 0.1", "log:", "  level: warn", "storage:", "  filesystem:",
+            "version: 0.1", "log:", f"  level: {log_level}", "storage:", "  filesystem:",
             f"    rootdirectory: {d}/data", "http:", f"  addr: {self.addr}",
             f"  secret: {os.urandom(8).hex()}", "auth:", "  htpasswd:", "    realm: udtest",
             f"    path: {d}/htpasswd", ""]))
@@ -140,6 +140,11 @@ class Registry:
             docker("rmi", ref, check=False)
         m = re.search(r"digest: (sha256:[0-9a-f]{64})", out)
         return m.group(1) if m else None
+
+    def requests(self, path_part):
+        """How many requests the registry has logged (log level info) whose URI has path_part."""
+        with open(self.log, errors="replace") as f:
+            return sum(1 for line in f if "response completed" in line and path_part in line)
 
     def close(self):
         docker("--config", self.push_cfg, "logout", self.addr, check=False)

@@ -11,7 +11,8 @@ DIGEST = r"sha256:[0-9a-f]{64}"
 
 def _check(ref, cfg, *opts):
     p = run(["--check", "--docker-config", cfg, *opts, ref], timeout=120)
-    m = re.fullmatch(rf"local ({DIGEST}|none)\nregistry ({DIGEST})\n", p.stdout)
+    m = re.fullmatch(rf"local ({DIGEST}|none)(?: \(image {DIGEST}\))?\nregistry ({DIGEST})\n",
+                     p.stdout)
     return p, (m.group(1), m.group(2)) if m else None
 
 
@@ -218,3 +219,46 @@ def test_follow_refuses_what_cannot_move(plug, plug_images, registry):
         plug.stop_and_check(u, expect_rc=None, lazy=False)
     line = error_line(run(["--check", pinned]), 64)
     assert "cannot move" in line
+
+
+def test_vassals_following_one_tag_share_checks_and_one_pull(plug, plug_images, scratch):
+    """Three vassals of an Emperor follow one tag: the registry is asked about once per interval
+    (not three times), and a push is pulled once."""
+    reg = Registry(os.path.join(scratch, "registry"), log_level="info").start()
+    repo = "udfollow/shared:live"
+    ref = f"{reg.addr}/{repo}"
+    cfg = _auths_config(plug.workdir, reg.addr)
+    try:
+        reg.push_tag(plug_images.v1, repo)
+        vassal_dir = plug.path("vassals")
+        os.mkdir(vassal_dir)
+        ports = []
+        for name in "abc":
+            port = free_port()
+            ports.append(port)
+            opts = [(k, v) for k, v in form1_options(plug.workdir, port, ref)
+                    if k not in ("pidfile", "touch-reload", "touch-workers-reload", "socket")]
+            opts += [("socket", plug.path(f"{name}.sock")), ("docker-follow", INTERVAL),
+                     ("env", f"DOCKER_CONFIG={cfg}"), ("docker-canary-timeout", "30")]
+            with open(os.path.join(vassal_dir, f"{name}.ini"), "w") as f:
+                f.write("[uwsgi]\n" + "".join(f"{k} = {v}\n" for k, v in opts))
+        u = plug.start_raw(["--emperor", vassal_dir, "--emperor-use-clone", "pid,uts,ipc"],
+                           name="emperor")
+        for port in ports:
+            assert u.wait_ready(port)["version"] == "v1"
+        before = reg.requests(f"/{repo.split(':')[0]}/manifests/live")
+        time.sleep(12)  # six intervals: three vassals alone asked 12 times here, sharing 4
+        asked = reg.requests(f"/{repo.split(':')[0]}/manifests/live") - before
+        assert 3 <= asked <= 8, f"the registry was asked {asked} times in 12 s"
+        pulled_before = u.log().count("[docker] pulled ")
+        reg.push_tag(plug_images.v2, repo)
+        for port in ports:
+            assert wait_for(lambda: get_json(port)["version"] == "v2", timeout=120), \
+                u.log()[-4000:]
+        assert wait_for(lambda: u.log().count("follow: image") and
+                        u.log().count(" is now ") >= 3, timeout=60), u.log()[-4000:]
+        assert u.log().count("[docker] pulled ") - pulled_before == 1, u.log()[-6000:]
+        plug.stop_and_check(u, expect_rc=None)
+    finally:
+        _forget(ref)
+        reg.close()
