@@ -246,8 +246,9 @@ static int pull_now(struct ud_docker *d, const char *ref, const char *config_dir
 int ud_pull(struct ud_docker *d, const char *ref, const char *config_dir, FILE *out, ud_error *e)
 {
 	bool waited;
-	ud_autoclose int lock = pull_lock(d, ref, &waited);
-	if (waited)
-		return 0; /* pulled by the helper we waited for */
-	return pull_now(d, ref, config_dir, out, e);
+	int lock = pull_lock(d, ref, &waited);
+	/* pulled by the helper we waited for, else by us while we hold the lock */
+	int r = waited ? 0 : pull_now(d, ref, config_dir, out, e);
+	ud_closep(&lock);
+	return r;
 }

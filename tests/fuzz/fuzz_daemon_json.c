@@ -54,6 +54,21 @@ static void fuzz_inspect(const char *json, size_t len)
 		check_strv(img.layers, img.n_layers);
 		check_strv(img.env, img.n_env);
 		check_strv(img.diff_ids, img.n_diff_ids);
+		check_strv(img.repo_digests, img.n_repo_digests);
+		/* A digest taken from RepoDigests is always sha256:<64 hex>. */
+		char d[80];
+		for (size_t i = 0; i < img.n_repo_digests && i < 4; i++) {
+			char name[300];
+			const char *at = strrchr(img.repo_digests[i], '@');
+			size_t nl = at ? (size_t)(at - img.repo_digests[i]) : 0;
+			if (!at || nl >= sizeof(name))
+				continue;
+			memcpy(name, img.repo_digests[i], nl);
+			name[nl] = '\0';
+			if (ud_repo_digest(&img, name, d, sizeof(d)))
+				fuzz_require(strlen(d) == 71 && !strncmp(d, "sha256:", 7) &&
+					     strspn(d + 7, "0123456789abcdef") == 64);
+		}
 		reset(&e);
 		if (ud_validate_layers(&img, &e) == 0)
 			check_validated(&img);
@@ -80,6 +95,19 @@ static void fuzz_info(const char *json, size_t len)
 	free(root);
 }
 
+static void fuzz_distribution(const char *json, size_t len)
+{
+	char d[80];
+	ud_error e;
+	reset(&e);
+	memset(d, 'x', sizeof(d));
+	if (ud_parse_distribution(json, len, d, sizeof(d), &e) == 0)
+		fuzz_require(strlen(d) == 71 && !strncmp(d, "sha256:", 7) &&
+			     strspn(d + 7, "0123456789abcdef") == 64);
+	else
+		fuzz_check_error(&e);
+}
+
 static void fuzz_version(const char *json, size_t len, const char *field)
 {
 	char api[16];
@@ -103,6 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *json = (const char *)data;
 	fuzz_inspect(json, size);
 	fuzz_info(json, size);
+	fuzz_distribution(json, size);
 	fuzz_version(json, size, "ApiVersion");
 	fuzz_version(json, size, "MinAPIVersion");
 	return 0;

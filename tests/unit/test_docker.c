@@ -797,6 +797,55 @@ static void test_api_version_cmp(void **state)
 	assert_int_equal(sign(ud_api_version_cmp(UD_API_VERSION, "1.41")), 1);
 }
 
+/* GET /distribution/{name}/json: the Descriptor's digest, nothing else trusted. */
+static void test_parse_distribution(void **state)
+{
+	(void)state;
+	char d[80];
+	ud_error e = {0};
+	const char *ok = "{\"Descriptor\":{\"mediaType\":\"application/vnd.docker.distribution."
+			 "manifest.v2+json\",\"digest\":\"sha256:"
+			 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+			 "\"size\":527},\"Platforms\":[{\"architecture\":\"amd64\"}]}";
+	assert_int_equal(ud_parse_distribution(ok, strlen(ok), d, sizeof(d), &e), 0);
+	assert_string_equal(d, "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+	static const char *const bad[] = {
+		"{}", "{\"Descriptor\":{}}", "{\"Descriptor\":{\"digest\":7}}",
+		"{\"Descriptor\":{\"digest\":\"sha256:xyz\"}}",
+		"{\"Descriptor\":{\"digest\":\"md5:0123456789abcdef0123456789abcdef\"}}",
+		("{\"Descriptor\":{\"digest\":\"sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef"
+		 "0123456789abcdef\"}}"),
+		"[1]", "not json",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		e = (ud_error){0};
+		assert_int_equal(ud_parse_distribution(bad[i], strlen(bad[i]), d, sizeof(d), &e), -1);
+		assert_int_equal(e.status, UD_EXIT_DAEMON);
+	}
+}
+
+/* RepoDigests as the daemon writes them: Docker Hub names in their short form. */
+static void test_repo_digest(void **state)
+{
+	(void)state;
+	char *digests[] = {
+		"127.0.0.1:5000/app@sha256:1111111111111111111111111111111111111111111111111111111111111111",
+		"busybox@sha256:2222222222222222222222222222222222222222222222222222222222222222",
+		"me/tool@sha256:3333333333333333333333333333333333333333333333333333333333333333",
+		"broken@sha256:short", "no-at-sign", NULL};
+	struct ud_image img = {.repo_digests = digests, .n_repo_digests = 5};
+	char out[80];
+	assert_true(ud_repo_digest(&img, "127.0.0.1:5000/app", out, sizeof(out)));
+	assert_string_equal(out + 7, "1111111111111111111111111111111111111111111111111111111111111111");
+	assert_true(ud_repo_digest(&img, "docker.io/library/busybox", out, sizeof(out)));
+	assert_true(ud_repo_digest(&img, "busybox", out, sizeof(out)));
+	assert_true(ud_repo_digest(&img, "docker.io/me/tool", out, sizeof(out)));
+	assert_string_equal(out + 7, "3333333333333333333333333333333333333333333333333333333333333333");
+	assert_false(ud_repo_digest(&img, "127.0.0.1:5000/other", out, sizeof(out)));
+	assert_false(ud_repo_digest(&img, "broken", out, sizeof(out)));
+	assert_false(ud_repo_digest(&img, "127.0.0.1:5000/app:live", out, sizeof(out)));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -827,6 +876,8 @@ int main(void)
 		cmocka_unit_test(test_reference_invalid),
 		cmocka_unit_test(test_reference_lengths),
 		cmocka_unit_test(test_api_version_cmp),
+		cmocka_unit_test(test_parse_distribution),
+		cmocka_unit_test(test_repo_digest),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
