@@ -45,6 +45,8 @@ ALLOWED = {
         "the helper's child between clone and exec: its stderr, which the helper inherits",
     ("hooks/docker/helper.c", "dup2(sock, 3)"):
         "the helper's child between clone and exec: the hand-off socket, as fd 3 of the helper",
+    ("hooks/docker/helper.c", "dup2(outw, 1)"):
+        "the helper's child between clone and exec: docker-follow's --check answers on stdout",
 }
 
 
