@@ -671,6 +671,9 @@ print("| --- | ---: | ---: | --- |")
 print("| export warm / direct | %.2f | ≤ 1.2 | %s |" % (r, "PASS" if r <= 1.2 else "MISS"))
 EOF
 
+# Export speed (issue 10): a ~250 MB image's cold export vs docker save (scripts/bench_export.py).
+"$PY" "$SCRIPTS/bench_export.py" "$HELPER"
+
 # ==================================================================================================
 # 4. Rollouts: a Flask app on a Debian 12 image, 4 workers, 4 clients (scripts/bench_rollout.py)
 # ==================================================================================================
