@@ -701,6 +701,46 @@ def test_stalled_export_times_out(ximages, cache, scratch):
     _assert_no_half_layer(cache, [diff_ids(ximages.info[ximages.big])[-1]])
 
 
+def test_failure_while_the_daemon_stalls(ximages, cache, scratch):
+    """The unpacking fails (a hostile member after 4,000 small files) while the daemon, having
+    sent it, has stopped sending and keeps the connection open: the reader thread waits for the
+    daemon, yet the helper ends at once with the unpacker's line (67), not at -t 30."""
+    b = A.LayerBuilder().dir("d")
+    for i in range(4000):
+        b.file(f"d/f{i}", os.urandom(300))
+    layer = b.file(f"{UP}dotdot-owned", "owned\n").file("pad", os.urandom(4 << 20)).bytes()
+    img = A.Image([layer], _tag("fail-in-stall"))
+    archive = A.docker_archive(img)
+    fake = _fake(scratch, img, archive, hold_at=len(archive) - (2 << 20))
+    try:
+        t0 = time.monotonic()
+        p = run(["-t", "30", *export_opts(cache, fake.address), img.tag, "--", "/bin/true"],
+                timeout=90)
+        took = time.monotonic() - t0
+        held = fake.held.is_set()
+    finally:
+        fake.close()
+    assert held, f"the fake daemon never held the export\n{describe(p)}"
+    assert took < 10, f"{took:.1f} s: the helper waited for the stalled daemon\n{describe(p)}"
+    assert "hostile member" in error_line(p, 67)
+    _assert_no_half_layer(cache, img.diff_ids)
+    assert cache_layers(cache) == {}
+
+
+def test_garbage_export_stream(ximages, cache, scratch):
+    """The daemon answers the export with 200 and bytes that are no tar at all: one line (66)
+    that says so, nothing in the cache."""
+    img = A.Image([A.LayerBuilder().dir("data").bytes()], _tag("garbage"))
+    fake = _fake(scratch, img, b"this is not a tar archive\n" * 40000)
+    try:
+        p = run([*export_opts(cache, fake.address), img.tag, "--", "/bin/true"])
+    finally:
+        fake.close()
+    assert "export" in error_line(p, 66)
+    _assert_no_half_layer(cache, img.diff_ids)
+    assert cache_layers(cache) == {}
+
+
 # ---------------------------------------------------------------- concurrency and crashes
 
 def _unpack_watcher(cache, marker):
