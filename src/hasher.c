@@ -1,30 +1,24 @@
-/* The hasher thread: see hasher.h. NBUF buffers lent round robin; the counters say which are
- * filled and which hashed, and a mutex guards only them: the thread reads a buffer only
- * between its submission and its hashed count, when the caller does not write it. */
+/* The hasher thread: see hasher.h. One block in flight: `data` is set while the thread may read
+ * it, NULL once hashed; the mutex guards that pointer, the caller's memory is read outside it. */
 #include "hasher.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "thread.h"
 
-#define NBUF 8
-#define BUF_SIZE ((size_t)64 * 1024)
-
 struct ud_hasher {
 	pthread_t thread;
 	pthread_mutex_t mu;
-	pthread_cond_t work; /* a buffer was submitted, or stop */
-	pthread_cond_t done; /* a buffer was hashed */
-	uint64_t submitted, hashed;
+	pthread_cond_t work; /* a block was handed, or stop */
+	pthread_cond_t done; /* the block was hashed */
+	const void *data;    /* the block to hash; NULL when there is none */
+	size_t len;
 	bool stop;
 	EVP_MD_CTX *md;
-	size_t len[NBUF];
-	char buf[NBUF][BUF_SIZE];
 };
 
 static void *run(void *arg)
@@ -32,73 +26,77 @@ static void *run(void *arg)
 	struct ud_hasher *h = arg;
 	pthread_mutex_lock(&h->mu);
 	for (;;) {
-		while (h->hashed == h->submitted && !h->stop)
+		while (!h->data && !h->stop)
 			pthread_cond_wait(&h->work, &h->mu);
-		if (h->hashed == h->submitted)
+		if (!h->data)
 			break; /* stopped, nothing left */
-		size_t i = (size_t)(h->hashed % NBUF);
+		const void *data = h->data;
+		size_t len = h->len;
 		pthread_mutex_unlock(&h->mu);
-		EVP_DigestUpdate(h->md, h->buf[i], h->len[i]);
+		EVP_DigestUpdate(h->md, data, len);
 		pthread_mutex_lock(&h->mu);
-		h->hashed++;
+		h->data = NULL;
 		pthread_cond_signal(&h->done);
 	}
 	pthread_mutex_unlock(&h->mu);
 	return NULL;
 }
 
+static void destroy(struct ud_hasher *h)
+{
+	pthread_cond_destroy(&h->done);
+	pthread_cond_destroy(&h->work);
+	pthread_mutex_destroy(&h->mu);
+	EVP_MD_CTX_free(h->md);
+	free(h);
+}
+
 int ud_hasher_start(ud_hasher **out, ud_error *e)
 {
 	*out = NULL;
 	struct ud_hasher *h = calloc(1, sizeof(*h));
-	if (!h || !(h->md = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(h->md, EVP_sha256(), NULL)) {
-		if (h)
-			EVP_MD_CTX_free(h->md);
-		free(h);
+	if (!h)
 		return ud_oom(e);
-	}
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_cond_init(&h->work, NULL);
 	pthread_cond_init(&h->done, NULL);
+	if (!(h->md = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(h->md, EVP_sha256(), NULL)) {
+		destroy(h);
+		return ud_oom(e);
+	}
 	int err = ud_thread_start(&h->thread, run, h);
 	if (err) {
-		pthread_cond_destroy(&h->done);
-		pthread_cond_destroy(&h->work);
-		pthread_mutex_destroy(&h->mu);
-		EVP_MD_CTX_free(h->md);
-		free(h);
+		destroy(h);
 		return ud_fail(e, UD_EXIT_REFUSED, err, "cannot start the hashing thread");
 	}
 	*out = h;
 	return 0;
 }
 
-void *ud_hasher_buffer(ud_hasher *h, size_t *size)
+void ud_hasher_wait(ud_hasher *h)
 {
 	pthread_mutex_lock(&h->mu);
-	while (h->submitted - h->hashed == NBUF)
+	while (h->data)
 		pthread_cond_wait(&h->done, &h->mu);
-	size_t i = (size_t)(h->submitted % NBUF);
 	pthread_mutex_unlock(&h->mu);
-	*size = BUF_SIZE;
-	return h->buf[i];
 }
 
-void ud_hasher_submit(ud_hasher *h, size_t len)
+void ud_hasher_update(ud_hasher *h, const void *data, size_t len)
 {
+	if (!len)
+		return;
 	pthread_mutex_lock(&h->mu);
-	h->len[h->submitted % NBUF] = len;
-	h->submitted++;
+	while (h->data)
+		pthread_cond_wait(&h->done, &h->mu);
+	h->data = data;
+	h->len = len;
 	pthread_cond_signal(&h->work);
 	pthread_mutex_unlock(&h->mu);
 }
 
 void ud_hasher_final(ud_hasher *h, char hex[65])
 {
-	pthread_mutex_lock(&h->mu);
-	while (h->hashed != h->submitted)
-		pthread_cond_wait(&h->done, &h->mu);
-	pthread_mutex_unlock(&h->mu);
+	ud_hasher_wait(h); /* the thread is idle from here on: the context is ours */
 	unsigned char digest[32];
 	EVP_DigestFinal_ex(h->md, digest, NULL);
 	for (int i = 0; i < 32; i++)
@@ -113,11 +111,7 @@ void ud_hasher_stop(ud_hasher *h)
 	h->stop = true;
 	pthread_cond_signal(&h->work);
 	pthread_mutex_unlock(&h->mu);
-	/* Whatever was submitted is hashed first: at most NBUF blocks, never a wait on input. */
+	/* After the block in flight, if any: never a wait on input. */
 	pthread_join(h->thread, NULL);
-	pthread_cond_destroy(&h->done);
-	pthread_cond_destroy(&h->work);
-	pthread_mutex_destroy(&h->mu);
-	EVP_MD_CTX_free(h->md);
-	free(h);
+	destroy(h);
 }

@@ -2,10 +2,9 @@
  * hashing every uncompressed byte; here that runs beside the unpacking, on the second core,
  * instead of before each block is unpacked.
  *
- * The caller fills buffers the hasher lends it, in order: a buffer handed back with
- * ud_hasher_submit() is only read while it is hashed, and is lent again no sooner than two
- * ud_hasher_buffer() calls later, so the caller may go on reading it until the next one, as a
- * libarchive read callback's block must stay valid until the next call. */
+ * One block at a time, in the caller's memory, no copy: the thread hashes a block while the
+ * caller unpacks it, and the caller waits for the hash before it lets the block go (libarchive
+ * frees or reuses a block at the next read). */
 #ifndef UD_HASHER_H
 #define UD_HASHER_H
 
@@ -17,13 +16,14 @@ typedef struct ud_hasher ud_hasher;
 
 int ud_hasher_start(ud_hasher **out, ud_error *e);
 
-/* The next buffer to fill (waits until it has been hashed); its size in *size. */
-void *ud_hasher_buffer(ud_hasher *h, size_t *size);
+/* Hands len bytes at data to the thread, once the block before is hashed. data must stay as it
+ * is until ud_hasher_wait(), the next update, or ud_hasher_final(). */
+void ud_hasher_update(ud_hasher *h, const void *data, size_t len);
 
-/* The first len bytes of the buffer from the last ud_hasher_buffer() go into the hash. */
-void ud_hasher_submit(ud_hasher *h, size_t len);
+/* Waits until the block handed last is hashed: its memory is the caller's again. */
+void ud_hasher_wait(ud_hasher *h);
 
-/* Waits for every submitted byte; the digest in hex (64 digits and a NUL). */
+/* Waits for the last block; the digest of everything handed, in hex (64 digits and a NUL). */
 void ud_hasher_final(ud_hasher *h, char hex[65]);
 
 /* Joins the thread and frees everything; safe on NULL and at any point. */

@@ -427,25 +427,62 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 
 /* ---------------------------------------------------------------- the readers */
 
+/* The current entry of `from`, block by block as libarchive holds it: no copy, since a block
+ * stays valid until the next read of `from`, and the reader above asks again only when done
+ * with it. A sparse entry's holes come as zeros. With a hasher, each block is hashed on its
+ * thread while the reader above unpacks it, and the next read waits for that hash first. */
 struct pull {
-	struct archive *from; /* the archive whose current entry's data we read */
-	ud_hasher *h;	      /* hashes what passes, if set: the data goes into its buffers */
-	char buf[64 * 1024];
+	struct archive *from;
+	ud_hasher *h;
+	la_int64_t pos;	   /* bytes handed up so far */
+	const void *block; /* read from `from`, not handed up yet (a hole comes first) */
+	size_t left;
+	la_int64_t at; /* where that block goes; at the end, where the entry ends */
+	bool eof;
 };
+
+static const char zeros[64 * 1024];
+
+/* The next block of the entry; 0 at its end, -1 (error set on a) on failure. */
+static la_ssize_t next_block(struct archive *a, struct pull *p, const void **buf)
+{
+	/* An empty block is no end for the reader above (0 is): read on. */
+	while (!p->left && !p->eof && p->at <= p->pos) {
+		int r = ud_la.archive_read_data_block(p->from, &p->block, &p->left, &p->at);
+		if (r == ARCHIVE_EOF) {
+			p->eof = true;
+			p->left = 0;
+		} else if (r != ARCHIVE_OK || p->at < p->pos) {
+			const char *why = ud_la.archive_error_string(p->from);
+			if (r == ARCHIVE_OK || !why)
+				why = "blocks out of order";
+			ud_la.archive_set_error(a, EIO, "%s", why);
+			return -1;
+		}
+	}
+	if (p->at > p->pos) {
+		la_int64_t hole = p->at - p->pos;
+		size_t n = hole < (la_int64_t)sizeof(zeros) ? (size_t)hole : sizeof(zeros);
+		p->pos += (la_int64_t)n;
+		*buf = zeros;
+		return (la_ssize_t)n;
+	}
+	size_t n = p->left;
+	p->left = 0;
+	p->pos += (la_int64_t)n;
+	p->at = p->pos;
+	*buf = p->block;
+	return (la_ssize_t)n;
+}
 
 static la_ssize_t pull_read(struct archive *a, void *client, const void **buf)
 {
 	struct pull *p = client;
-	size_t cap = sizeof(p->buf);
-	char *into = p->h ? ud_hasher_buffer(p->h, &cap) : p->buf;
-	la_ssize_t n = ud_la.archive_read_data(p->from, into, cap);
-	if (n < 0) {
-		ud_la.archive_set_error(a, EIO, "%s", ud_la.archive_error_string(p->from));
-		return -1;
-	}
+	if (p->h)
+		ud_hasher_wait(p->h); /* the last block may go at the read below */
+	la_ssize_t n = next_block(a, p, buf);
 	if (n > 0 && p->h)
-		ud_hasher_submit(p->h, (size_t)n);
-	*buf = into;
+		ud_hasher_update(p->h, *buf, (size_t)n);
 	return n;
 }
 
@@ -500,7 +537,7 @@ static int read_layer(struct readers *rd, archive_read_callback *source, void *c
 		;
 	if (n < 0)
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "%s: %s", what,
-			       ud_la.archive_error_string(rd->raw));
+			       ud_la.archive_error_string(rd->tar));
 	ud_hasher_final(rd->h, hex);
 	return 1;
 }
@@ -522,11 +559,12 @@ static int unpack(archive_read_callback *source, void *client, int rootfd, const
 		r = read_layer(&rd, source, client, rootfd, what, must_be_layer, hex, e);
 	if (cwd >= 0 && fchdir(cwd) < 0)
 		r = ud_fail(e, UD_EXIT_STORAGE, errno, "returning to the working directory");
+	/* The hasher first: a block it may still be reading belongs to the readers. */
+	ud_hasher_stop(rd.h);
 	if (rd.raw)
 		ud_la.archive_read_free(rd.raw);
 	if (rd.tar)
 		ud_la.archive_read_free(rd.tar);
-	ud_hasher_stop(rd.h);
 	return r;
 }
 

@@ -626,6 +626,38 @@ def test_containerd_store_daemon_exports(ximages, cache, scratch, fmt):
         fake.close()
 
 
+@pytest.mark.parametrize("fmt", ["posix", "gnu"])
+def test_sparse_layer_member(ximages, cache, scratch, fmt):
+    """A docker-archive written by GNU tar --sparse, whose layer.tar member has holes where the
+    layer holds runs of zeros (a file of 1 MiB of them, and the tar's own end): the holes read
+    as zeros, so that the layer unpacks whole and its digest is its diffID."""
+    layer = (A.LayerBuilder().dir("data").file("data/zeros", bytes(1 << 20))
+             .file("data/after", "after the hole\n").bytes() + bytes(64 << 10))
+    img = A.Image([ximages.base_layer, layer], _tag(f"sparse-{fmt}"))
+    dense = A.docker_archive(img)
+    tree = os.path.join(scratch, "sparse-tree")
+    os.mkdir(tree)
+    subprocess.run(["tar", "-xf", "-", "-C", tree], input=dense, check=True)
+    names = subprocess.run(["tar", "-tf", "-"], input=dense, check=True,
+                           capture_output=True).stdout.decode().split()
+    for n in names:
+        if n.endswith("/layer.tar"):
+            subprocess.run(["fallocate", "--dig-holes", os.path.join(tree, n)], check=True)
+    archive = subprocess.run(["tar", "--sparse", f"--format={fmt}", "-C", tree, "-cf", "-",
+                              "--no-recursion", *names], check=True, capture_output=True).stdout
+    listed = subprocess.run(["tar", "-tvf", "-"], input=archive, capture_output=True).stdout
+    assert len(archive) < len(dense) - (1 << 20), f"GNU tar wrote no holes:\n{listed.decode()}"
+    fake = _fake(scratch, img, archive)
+    try:
+        p = run([*export_opts(cache, fake.address), img.tag, "--", "/bin/sh", "-c",
+                 "wc -c < /data/zeros; cat /data/after"])
+    finally:
+        fake.close()
+    assert p.returncode == 0, describe(p)
+    assert p.stdout == f"{1 << 20}\nafter the hole\n", describe(p)
+    assert set(cache_layers(cache)) == set(img.diff_ids)
+
+
 @pytest.mark.parametrize("fmt", ["docker", "oci-gzip"])
 def test_layer_digest_mismatch(ximages, cache, scratch, fmt):
     """dockerd refuses to load such an image ("invalid diffID"), so a fake daemon serves it:
