@@ -12,6 +12,8 @@ to load (a layer whose digest is not its diffID, duplicate member names) or load
 export again (`..` members, writes through symlinks: HTTP 500), truncated exports, and daemons of
 the containerd-store kind are served by an in-process fake daemon (export_support.FakeDaemon).
 """
+import array
+import fcntl
 import hashlib
 import json
 import os
@@ -344,6 +346,37 @@ def test_cache_layout(ximages, cache):
     assert not os.path.lexists(os.path.join(top, "data/opq/.wh..wh..opq"))
     assert os.getxattr(os.path.join(top, "data/opq"), "trusted.overlay.opaque") == b"y"
     assert os.getxattr(os.path.join(top, "data/capfile"), "security.capability") == XCAPS
+
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_TOPDIR_FL = 0x00020000
+
+
+def _inode_flags(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+        return buf[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def test_tmp_spreads_its_layers(ximages, cache):
+    """DIR/tmp carries the "T" attribute (chattr +T) where the filesystem has it: ext4 then
+    places each layer being unpacked away from the ones pruned or failed before (on ext4
+    without a journal, next to them every new inode first skips every inode freed there in the
+    last minutes). The layers themselves and the image's files do not get it."""
+    p = run([*export_opts(cache), ximages.base, "--", "/bin/true"])
+    assert p.returncode == 0, describe(p)
+    flags = _inode_flags(os.path.join(cache, "tmp"))
+    if flags is None:
+        pytest.skip("the cache's filesystem has no inode flags")
+    assert flags & FS_TOPDIR_FL, f"DIR/tmp flags {flags:#x}"
+    for path in cache_layers(cache).values():
+        assert not (_inode_flags(path) or 0) & FS_TOPDIR_FL, f"{path} carries T"
 
 
 def test_repeated_layer(ximages, cache):
