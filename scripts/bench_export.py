@@ -138,12 +138,16 @@ def main():
     for k, label in variants:
         print(f"| {label} | {med[k]:.0f} | {min(times[k]):.0f}–{max(times[k]):.0f} |")
     print()
-    print("| ratio | value | target | |")
-    print("| --- | ---: | ---: | --- |")
+    # Beside the ratio of the medians, the median of each round's own ratio: on a shared machine
+    # a slow minute slows both runs of a round, and that ratio sees less of it.
+    print("| ratio | value | median of the rounds' ratios | target | |")
+    print("| --- | ---: | ---: | ---: | --- |")
     for k, _ in variants[1:]:
         r = med[k] / med["save"]
+        paired = statistics.median(a / b for a, b in zip(times[k], times["save"]))
         name = "cold export / docker save" + ("" if k == helpers[0] else f" ({k})")
-        print(f"| {name} | {r:.2f} | ≤ {TARGET} | {'PASS' if r <= TARGET else 'FAIL'} |")
+        print(f"| {name} | {r:.2f} | {paired:.2f} | ≤ {TARGET} | "
+              f"{'PASS' if r <= TARGET else 'FAIL'} |")
 
 
 if __name__ == "__main__":
