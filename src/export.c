@@ -24,7 +24,10 @@ const struct ud_name ud_export_layers_modes[] = {
 #define HEX_LEN 64
 #define MAX_CONFIG (16 * 1024 * 1024)
 /* How far the reader thread may run ahead of the unpacking: enough to ride out a run of small
- * files (each costs system calls, not bytes), little beside the RSS the export may take. */
+ * files (each costs system calls, not bytes), little beside the RSS the export may take. While
+ * the ring is full the thread does not read: the socket's buffer fills and the daemon waits, so
+ * data is there at once when it reads again, and the stream's stall check (the daemon's silence
+ * since the last chunk) does not take a slow unpacking for a stalled daemon. */
 #define EXPORT_RING ((size_t)8 * 1024 * 1024)
 
 static const char *strip_dot_slash(const char *p)

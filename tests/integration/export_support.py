@@ -201,13 +201,16 @@ class FakeDaemon(_Server):
     directories) that knows one image: any /images/NAME/json answers `inspect`, any
     /images/NAME/get streams `archive` (chunked, like dockerd). truncate_at=N: the export stops
     after N bytes and the connection is closed. hold_at=N: the export stops after N bytes, the
-    connection stays open (a stalled daemon) until close(); self.held is set once it holds."""
+    connection stays open (a stalled daemon) until close(); self.held is set once it holds.
+    pace=S: a pause of S seconds after every 64 KiB chunk."""
 
-    def __init__(self, path, inspect, archive, truncate_at=None, api="1.47", hold_at=None):
+    def __init__(self, path, inspect, archive, truncate_at=None, api="1.47", hold_at=None,
+                 pace=0):
         self.inspect = inspect
         self.archive = archive
         self.truncate_at = truncate_at
         self.hold_at = hold_at
+        self.pace = pace
         self.held = threading.Event()
         self.unhold = threading.Event()
         self.api = api
@@ -236,6 +239,8 @@ class FakeDaemon(_Server):
         for i in range(0, end, 65536):
             chunk = data[i:min(i + 65536, end)]
             c.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            if self.pace:
+                time.sleep(self.pace)
         if self.hold_at is not None:
             self.held.set()
             self.unhold.wait(120)

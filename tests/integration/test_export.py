@@ -792,6 +792,25 @@ def test_failure_while_the_daemon_stalls(ximages, cache, scratch):
     assert cache_layers(cache) == {}
 
 
+def test_slow_unpack_is_no_stall(ximages, cache, scratch):
+    """With -t 1, a layer of 30,000 small files keeps the unpacking behind the reader thread
+    (it waits for ring space, the daemon for socket space), and the daemon pauses 20 ms after
+    every 64 KiB: the export succeeds. A stall is the daemon's silence, not the time the
+    unpacking takes."""
+    b = A.LayerBuilder().dir("d")
+    for i in range(30000):
+        b.file(f"d/{i}", b"x")
+    img = A.Image([ximages.base_layer, b.bytes()], _tag("slow-unpack"))
+    fake = _fake(scratch, img, A.docker_archive(img), pace=0.02)
+    try:
+        p = run(["-t", "1", *export_opts(cache, fake.address), img.tag, "--", "/bin/sh", "-c",
+                 "ls /d | wc -l"], timeout=300)
+    finally:
+        fake.close()
+    assert p.returncode == 0, describe(p)
+    assert p.stdout.strip() == "30000", describe(p)
+
+
 def test_garbage_export_stream(ximages, cache, scratch):
     """The daemon answers the export with 200 and bytes that are no tar at all: one line (66)
     that says so, nothing in the cache."""
