@@ -12,11 +12,12 @@ B := build
 
 PKGS := libcurl json-c libarchive libcrypto mount
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -fstack-protector-strong \
+CFLAGS += -std=c11 -pthread -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -fstack-protector-strong \
 	  -DUD_VERSION='"$(VERSION)"' $(shell $(PKG_CONFIG) --cflags $(PKGS))
 # libarchive and libmount are dlopen()ed (la.c when an image is exported, lm.c by --gc): not
-# linked, only their headers.
-LDLIBS += $(shell $(PKG_CONFIG) --libs $(filter-out libarchive mount,$(PKGS))) -ldl
+# linked, only their headers. The export reads the daemon's stream on a thread of its own
+# (prefetch.c).
+LDLIBS += $(shell $(PKG_CONFIG) --libs $(filter-out libarchive mount,$(PKGS))) -ldl -pthread
 
 ifeq ($(SANITIZE),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all

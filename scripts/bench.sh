@@ -674,6 +674,9 @@ print("| --- | ---: | ---: | --- |")
 print("| export warm / direct | %.2f | ≤ 1.2 | %s |" % (r, "PASS" if r <= 1.2 else "MISS"))
 EOF
 
+# Export speed (issue 10): a ~250 MB image's cold export vs docker save (scripts/bench_export.py).
+"$PY" "$SCRIPTS/bench_export.py" "$HELPER"
+
 # ==================================================================================================
 # Kept layers (scripts/bench_keep.py): a start of an image seen before, kept vs --layers direct
 # (target: at most 1 ms more); the first start of a 10,000-file image (at most 100 ms more).

@@ -23,7 +23,8 @@ int ud_cache_trust_subdir(int dirfd, const char *cache, const char *name, bool c
 		      ud_error *e);
 
 /* Creates and opens (O_RDONLY) a fresh directory "<pid>.<random>" in dirfd, its name into
- * name (at least 32 bytes). */
+ * name (at least 32 bytes). Marks dirfd (if opened O_RDONLY) for ext4 to spread its
+ * subdirectories over the disk (chattr +T), best effort. */
 int ud_cache_trust_mkdtemp(int dirfd, char *name, size_t len, ud_error *e);
 
 /* ---- use records: <cache>/users/<name> */

@@ -6,6 +6,8 @@
 
 #include <ctype.h>
 #include <curl/curl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,7 +326,8 @@ struct ud_stream {
 	size_t len, cap;
 	bool done, checked;
 	CURLcode result;
-	struct timespec last; /* when data last arrived */
+	struct timespec last;	 /* when data last arrived */
+	atomic_bool interrupted; /* set by ud_stream_interrupt(), from any thread */
 };
 
 static size_t on_stream(char *data, size_t size, size_t nmemb, void *userp)
@@ -389,6 +392,9 @@ int ud_docker_stream_request(struct ud_docker *d, const char *path, const struct
 static int stream_pump(ud_stream *s, ud_error *e)
 {
 	while (s->len == 0 && !s->done) {
+		if (atomic_load(&s->interrupted))
+			return ud_fail(e, UD_EXIT_DAEMON, 0, "%s %s: interrupted", s->method,
+				       s->path);
 		int running = 0;
 		CURLMcode mc = curl_multi_perform(s->multi, &running);
 		if (mc != CURLM_OK)
@@ -450,6 +456,12 @@ long ud_stream_read(ud_stream *s, const void **buf, ud_error *e)
 			       s->result == CURLE_OPERATION_TIMEDOUT ? "stalled (timed out)"
 								     : curl_easy_strerror(s->result));
 	return 0;
+}
+
+void ud_stream_interrupt(ud_stream *s)
+{
+	atomic_store(&s->interrupted, true);
+	curl_multi_wakeup(s->multi); /* ends a curl_multi_poll() in progress at once */
 }
 
 long ud_stream_status(const ud_stream *s)

@@ -56,6 +56,9 @@ int ud_docker_stream_request(struct ud_docker *d, const char *path, const struct
 long ud_stream_status(const ud_stream *s);
 /* Points *buf at the next chunk; returns its size, 0 at the end, -1 on error. */
 long ud_stream_read(ud_stream *s, const void **buf, ud_error *e);
+/* From any thread: a read in progress, and every later one, fails at once ("interrupted")
+ * instead of waiting for the daemon. */
+void ud_stream_interrupt(ud_stream *s);
 void ud_stream_close(ud_stream *s);
 
 /* GET /images/json: the ids of every image the daemon has (caller frees). */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "la.h"
+#include "prefetch.h"
 #include "util.h"
 
 const struct ud_name ud_export_layers_modes[] = {
@@ -22,6 +23,12 @@ const struct ud_name ud_export_layers_modes[] = {
 
 #define HEX_LEN 64
 #define MAX_CONFIG (16 * 1024 * 1024)
+/* How far the reader thread may run ahead of the unpacking: enough to ride out a run of small
+ * files (each costs system calls, not bytes), little beside the RSS the export may take. While
+ * the ring is full the thread does not read: the socket's buffer fills and the daemon waits, so
+ * data is there at once when it reads again, and the stream's stall check (the daemon's silence
+ * since the last chunk) does not take a slow unpacking for a stalled daemon. */
+#define EXPORT_RING ((size_t)8 * 1024 * 1024)
 
 static const char *strip_dot_slash(const char *p)
 {
@@ -62,14 +69,25 @@ enum ud_export_member ud_export_classify(const char *name, char named[65])
 
 struct outer_src {
 	ud_stream *s;
-	ud_error se; /* the stream's own error: it wins over what libarchive makes of it */
+	ud_prefetch *p; /* the thread that reads s */
+	ud_error se;	/* the stream's own error: it wins over what libarchive makes of it */
 	bool failed;
 };
+
+static long stream_read(void *s, const void **buf, ud_error *e)
+{
+	return ud_stream_read(s, buf, e);
+}
+
+static void stream_interrupt(void *s)
+{
+	ud_stream_interrupt(s);
+}
 
 static la_ssize_t outer_read(struct archive *a, void *client, const void **buf)
 {
 	struct outer_src *o = client;
-	long n = ud_stream_read(o->s, buf, &o->se);
+	long n = ud_prefetch_read(o->p, buf, &o->se);
 	if (n < 0) {
 		o->failed = true;
 		ud_la.archive_set_error(a, EIO, "export stream failed");
@@ -207,17 +225,22 @@ static int export_layers(struct ud_docker *d, const struct ud_image *img, struct
 	struct outer_src src = {0};
 	if (ud_docker_stream_open(d, path, &src.s, e) < 0)
 		return -1;
-	if (!(x.outer = ud_la.archive_read_new())) {
-		ud_stream_close(src.s);
-		return ud_oom(e);
+	/* A thread pulls the stream while this one unpacks: see prefetch.h. */
+	const struct ud_prefetch_source from = {stream_read, stream_interrupt, src.s};
+	int r = ud_prefetch_start(&from, EXPORT_RING, &src.p, e);
+	if (r == 0 && !(x.outer = ud_la.archive_read_new()))
+		r = ud_oom(e);
+	if (r == 0) {
+		ud_la.archive_read_support_format_tar(x.outer);
+		r = read_export(&x, &src, e);
+		if (r < 0 && src.failed && e)
+			*e = src.se;
+		else if (r < 0) /* once, for every failure of the export */
+			ud_context(e, "image '%s'", img->ref);
+		ud_la.archive_read_free(x.outer);
 	}
-	ud_la.archive_read_support_format_tar(x.outer);
-	int r = read_export(&x, &src, e);
-	if (r < 0 && src.failed && e)
-		*e = src.se;
-	else if (r < 0)
-		ud_context(e, "image '%s'", img->ref); /* once, for every failure of the export */
-	ud_la.archive_read_free(x.outer);
+	/* On every path, and before the stream goes: the thread is the one using it. */
+	ud_prefetch_stop(src.p);
 	ud_stream_close(src.s);
 	return r;
 }

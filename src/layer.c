@@ -12,7 +12,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/openat2.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "hasher.h"
 #include "la.h"
 #include "util.h"
 
@@ -427,23 +427,62 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_err
 
 /* ---------------------------------------------------------------- the readers */
 
+/* The current entry of `from`, block by block as libarchive holds it: no copy, since a block
+ * stays valid until the next read of `from`, and the reader above asks again only when done
+ * with it. A sparse entry's holes come as zeros. With a hasher, each block is hashed on its
+ * thread while the reader above unpacks it, and the next read waits for that hash first. */
 struct pull {
-	struct archive *from; /* the archive whose current entry's data we read */
-	EVP_MD_CTX *md;	      /* hashes what passes, if set */
-	char buf[64 * 1024];
+	struct archive *from;
+	ud_hasher *h;
+	la_int64_t pos;	   /* bytes handed up so far */
+	const void *block; /* read from `from`, not handed up yet (a hole comes first) */
+	size_t left;
+	la_int64_t at; /* where that block goes; at the end, where the entry ends */
+	bool eof;
 };
+
+static const char zeros[64 * 1024];
+
+/* The next block of the entry; 0 at its end, -1 (error set on a) on failure. */
+static la_ssize_t next_block(struct archive *a, struct pull *p, const void **buf)
+{
+	/* An empty block is no end for the reader above (0 is): read on. */
+	while (!p->left && !p->eof && p->at <= p->pos) {
+		int r = ud_la.archive_read_data_block(p->from, &p->block, &p->left, &p->at);
+		if (r == ARCHIVE_EOF) {
+			p->eof = true;
+			p->left = 0;
+		} else if (r != ARCHIVE_OK || p->at < p->pos) {
+			const char *why = ud_la.archive_error_string(p->from);
+			if (r == ARCHIVE_OK || !why)
+				why = "blocks out of order";
+			ud_la.archive_set_error(a, EIO, "%s", why);
+			return -1;
+		}
+	}
+	if (p->at > p->pos) {
+		la_int64_t hole = p->at - p->pos;
+		size_t n = hole < (la_int64_t)sizeof(zeros) ? (size_t)hole : sizeof(zeros);
+		p->pos += (la_int64_t)n;
+		*buf = zeros;
+		return (la_ssize_t)n;
+	}
+	size_t n = p->left;
+	p->left = 0;
+	p->pos += (la_int64_t)n;
+	p->at = p->pos;
+	*buf = p->block;
+	return (la_ssize_t)n;
+}
 
 static la_ssize_t pull_read(struct archive *a, void *client, const void **buf)
 {
 	struct pull *p = client;
-	la_ssize_t n = ud_la.archive_read_data(p->from, p->buf, sizeof(p->buf));
-	if (n < 0) {
-		ud_la.archive_set_error(a, EIO, "%s", ud_la.archive_error_string(p->from));
-		return -1;
-	}
-	if (n > 0 && p->md)
-		EVP_DigestUpdate(p->md, p->buf, (size_t)n);
-	*buf = p->buf;
+	if (p->h)
+		ud_hasher_wait(p->h); /* the last block may go at the read below */
+	la_ssize_t n = next_block(a, p, buf);
+	if (n > 0 && p->h)
+		ud_hasher_update(p->h, *buf, (size_t)n);
 	return n;
 }
 
@@ -468,14 +507,13 @@ static la_ssize_t fd_read(struct archive *a, void *client, const void **buf)
 
 struct readers {
 	struct archive *raw, *tar;
-	EVP_MD_CTX *md;
+	ud_hasher *h;
 };
 
 /* raw decompresses what `source` gives, tar reads raw's bytes (hashed on the way) into rootfd. */
 static int read_layer(struct readers *rd, archive_read_callback *source, void *client, int rootfd,
 		      const char *what, bool must_be_layer, char hex[65], ud_error *e)
 {
-	EVP_DigestInit_ex(rd->md, EVP_sha256(), NULL);
 	ud_la.archive_read_support_filter_all(rd->raw);
 	ud_la.archive_read_support_format_raw(rd->raw);
 	struct archive_entry *ent;
@@ -483,7 +521,7 @@ static int read_layer(struct readers *rd, archive_read_callback *source, void *c
 	    ud_la.archive_read_next_header(rd->raw, &ent) != ARCHIVE_OK)
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "%s: cannot read the layer: %s", what,
 			       ud_la.archive_error_string(rd->raw));
-	struct pull from_raw = {.from = rd->raw, .md = rd->md};
+	struct pull from_raw = {.from = rd->raw, .h = rd->h};
 	ud_la.archive_read_support_format_tar(rd->tar);
 	if (ud_la.archive_read_open(rd->tar, &from_raw, NULL, pull_read, NULL) != ARCHIVE_OK)
 		/* An OCI blob we could not place by its name may be a manifest or an index. */
@@ -493,17 +531,14 @@ static int read_layer(struct readers *rd, archive_read_callback *source, void *c
 	if (extract_tar(rd->tar, rootfd, what, e) < 0)
 		return -1;
 	/* The digest covers the whole uncompressed stream, padding after the tar's end included. */
-	char sink[64 * 1024];
+	const void *rest;
 	la_ssize_t n;
-	while ((n = ud_la.archive_read_data(rd->raw, sink, sizeof(sink))) > 0)
-		EVP_DigestUpdate(rd->md, sink, (size_t)n);
+	while ((n = pull_read(rd->tar, &from_raw, &rest)) > 0)
+		;
 	if (n < 0)
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "%s: %s", what,
-			       ud_la.archive_error_string(rd->raw));
-	unsigned char digest[32];
-	EVP_DigestFinal_ex(rd->md, digest, NULL);
-	for (int i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+			       ud_la.archive_error_string(rd->tar));
+	ud_hasher_final(rd->h, hex);
 	return 1;
 }
 
@@ -511,10 +546,12 @@ static int unpack(archive_read_callback *source, void *client, int rootfd, const
 		  bool must_be_layer, char hex[65], ud_error *e)
 {
 	ud_autoclose int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	struct readers rd = {ud_la.archive_read_new(), ud_la.archive_read_new(), EVP_MD_CTX_new()};
+	struct readers rd = {ud_la.archive_read_new(), ud_la.archive_read_new(), NULL};
 	int r = -1;
-	if (cwd < 0 || !rd.md || !rd.raw || !rd.tar)
+	if (cwd < 0 || !rd.raw || !rd.tar)
 		ud_fail(e, UD_EXIT_STORAGE, errno, "preparing to unpack %s", what);
+	else if (ud_hasher_start(&rd.h, e) < 0)
+		ud_context(e, "preparing to unpack %s", what);
 	/* libarchive's disk writer works on paths relative to the cwd. */
 	else if (fchmod(rootfd, 0755) < 0 || fchdir(rootfd) < 0)
 		ud_fail(e, UD_EXIT_STORAGE, errno, "%s: entering the layer's directory", what);
@@ -522,11 +559,12 @@ static int unpack(archive_read_callback *source, void *client, int rootfd, const
 		r = read_layer(&rd, source, client, rootfd, what, must_be_layer, hex, e);
 	if (cwd >= 0 && fchdir(cwd) < 0)
 		r = ud_fail(e, UD_EXIT_STORAGE, errno, "returning to the working directory");
+	/* The hasher first: a block it may still be reading belongs to the readers. */
+	ud_hasher_stop(rd.h);
 	if (rd.raw)
 		ud_la.archive_read_free(rd.raw);
 	if (rd.tar)
 		ud_la.archive_read_free(rd.tar);
-	EVP_MD_CTX_free(rd.md);
 	return r;
 }
 

@@ -200,14 +200,25 @@ class FakeDaemon(_Server):
     """A Docker-29-like daemon (API 1.47, containerd image store: image inspect without layer
     directories) that knows one image: any /images/NAME/json answers `inspect`, any
     /images/NAME/get streams `archive` (chunked, like dockerd). truncate_at=N: the export stops
-    after N bytes and the connection is closed."""
+    after N bytes and the connection is closed. hold_at=N: the export stops after N bytes, the
+    connection stays open (a stalled daemon) until close(); self.held is set once it holds.
+    pace=S: a pause of S seconds after every 64 KiB chunk."""
 
-    def __init__(self, path, inspect, archive, truncate_at=None, api="1.47"):
+    def __init__(self, path, inspect, archive, truncate_at=None, api="1.47", hold_at=None,
+                 pace=0):
         self.inspect = inspect
         self.archive = archive
         self.truncate_at = truncate_at
+        self.hold_at = hold_at
+        self.pace = pace
+        self.held = threading.Event()
+        self.unhold = threading.Event()
         self.api = api
         super().__init__(path)
+
+    def close(self):
+        self.unhold.set()
+        super().close()
 
     def _send(self, c, status, body=b"", ctype="application/json", head_only=False):
         if isinstance(body, str):
@@ -224,9 +235,16 @@ class FakeDaemon(_Server):
         c.sendall(("\r\n".join(hdr) + "\r\n\r\n").encode())
         data = self.archive
         end = len(data) if self.truncate_at is None else self.truncate_at
+        end = end if self.hold_at is None else min(end, self.hold_at)
         for i in range(0, end, 65536):
             chunk = data[i:min(i + 65536, end)]
             c.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            if self.pace:
+                time.sleep(self.pace)
+        if self.hold_at is not None:
+            self.held.set()
+            self.unhold.wait(120)
+            return False
         if self.truncate_at is not None:
             c.shutdown(socket.SHUT_RDWR)
             return False

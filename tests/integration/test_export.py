@@ -12,6 +12,8 @@ to load (a layer whose digest is not its diffID, duplicate member names) or load
 export again (`..` members, writes through symlinks: HTTP 500), truncated exports, and daemons of
 the containerd-store kind are served by an in-process fake daemon (export_support.FakeDaemon).
 """
+import array
+import fcntl
 import hashlib
 import json
 import os
@@ -364,6 +366,37 @@ def test_cache_layout(ximages, cache):
     assert os.getxattr(os.path.join(top, "data/capfile"), "security.capability") == XCAPS
 
 
+FS_IOC_GETFLAGS = 0x80086601
+FS_TOPDIR_FL = 0x00020000
+
+
+def _inode_flags(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+        return buf[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def test_tmp_spreads_its_layers(ximages, cache):
+    """DIR/tmp carries the "T" attribute (chattr +T) where the filesystem has it: ext4 then
+    places each layer being unpacked away from the ones pruned or failed before (on ext4
+    without a journal, next to them every new inode first skips every inode freed there in the
+    last minutes). The layers themselves and the image's files do not get it."""
+    p = run([*export_opts(cache), ximages.base, "--", "/bin/true"])
+    assert p.returncode == 0, describe(p)
+    flags = _inode_flags(os.path.join(cache, "tmp"))
+    if flags is None:
+        pytest.skip("the cache's filesystem has no inode flags")
+    assert flags & FS_TOPDIR_FL, f"DIR/tmp flags {flags:#x}"
+    for path in cache_layers(cache).values():
+        assert not (_inode_flags(path) or 0) & FS_TOPDIR_FL, f"{path} carries T"
+
+
 def test_repeated_layer(ximages, cache):
     """The same layer (one diffID) twice in one image -- Docker gives each its own directory; a
     cache keyed by diffID has one: the root must still be built (topmost occurrence wins).
@@ -647,6 +680,38 @@ def test_containerd_store_daemon_exports(ximages, cache, scratch, fmt):
         fake.close()
 
 
+@pytest.mark.parametrize("fmt", ["posix", "gnu"])
+def test_sparse_layer_member(ximages, cache, scratch, fmt):
+    """A docker-archive written by GNU tar --sparse, whose layer.tar member has holes where the
+    layer holds runs of zeros (a file of 1 MiB of them, and the tar's own end): the holes read
+    as zeros, so that the layer unpacks whole and its digest is its diffID."""
+    layer = (A.LayerBuilder().dir("data").file("data/zeros", bytes(1 << 20))
+             .file("data/after", "after the hole\n").bytes() + bytes(64 << 10))
+    img = A.Image([ximages.base_layer, layer], _tag(f"sparse-{fmt}"))
+    dense = A.docker_archive(img)
+    tree = os.path.join(scratch, "sparse-tree")
+    os.mkdir(tree)
+    subprocess.run(["tar", "-xf", "-", "-C", tree], input=dense, check=True)
+    names = subprocess.run(["tar", "-tf", "-"], input=dense, check=True,
+                           capture_output=True).stdout.decode().split()
+    for n in names:
+        if n.endswith("/layer.tar"):
+            subprocess.run(["fallocate", "--dig-holes", os.path.join(tree, n)], check=True)
+    archive = subprocess.run(["tar", "--sparse", f"--format={fmt}", "-C", tree, "-cf", "-",
+                              "--no-recursion", *names], check=True, capture_output=True).stdout
+    listed = subprocess.run(["tar", "-tvf", "-"], input=archive, capture_output=True).stdout
+    assert len(archive) < len(dense) - (1 << 20), f"GNU tar wrote no holes:\n{listed.decode()}"
+    fake = _fake(scratch, img, archive)
+    try:
+        p = run([*export_opts(cache, fake.address), img.tag, "--", "/bin/sh", "-c",
+                 "wc -c < /data/zeros; cat /data/after"])
+    finally:
+        fake.close()
+    assert p.returncode == 0, describe(p)
+    assert p.stdout == f"{1 << 20}\nafter the hole\n", describe(p)
+    assert set(cache_layers(cache)) == set(img.diff_ids)
+
+
 @pytest.mark.parametrize("fmt", ["docker", "oci-gzip"])
 def test_layer_digest_mismatch(ximages, cache, scratch, fmt):
     """dockerd refuses to load such an image ("invalid diffID"), so a fake daemon serves it:
@@ -720,6 +785,65 @@ def test_stalled_export_times_out(ximages, cache, scratch):
     assert not problems, "; ".join(problems) + "\n" + describe(p)
     error_line(p, 66)
     _assert_no_half_layer(cache, [diff_ids(ximages.info[ximages.big])[-1]])
+
+
+def test_failure_while_the_daemon_stalls(ximages, cache, scratch):
+    """The unpacking fails (a hostile member after 4,000 small files) while the daemon, having
+    sent it, has stopped sending and keeps the connection open: the reader thread waits for the
+    daemon, yet the helper ends at once with the unpacker's line (67), not at -t 30."""
+    b = A.LayerBuilder().dir("d")
+    for i in range(4000):
+        b.file(f"d/f{i}", os.urandom(300))
+    layer = b.file(f"{UP}dotdot-owned", "owned\n").file("pad", os.urandom(4 << 20)).bytes()
+    img = A.Image([layer], _tag("fail-in-stall"))
+    archive = A.docker_archive(img)
+    fake = _fake(scratch, img, archive, hold_at=len(archive) - (2 << 20))
+    try:
+        t0 = time.monotonic()
+        p = run(["-t", "30", *export_opts(cache, fake.address), img.tag, "--", "/bin/true"],
+                timeout=90)
+        took = time.monotonic() - t0
+        held = fake.held.is_set()
+    finally:
+        fake.close()
+    assert held, f"the fake daemon never held the export\n{describe(p)}"
+    assert took < 10, f"{took:.1f} s: the helper waited for the stalled daemon\n{describe(p)}"
+    assert "hostile member" in error_line(p, 67)
+    _assert_no_half_layer(cache, img.diff_ids)
+    assert cache_layers(cache) == {}
+
+
+def test_slow_unpack_is_no_stall(ximages, cache, scratch):
+    """With -t 1, a layer of 30,000 small files keeps the unpacking behind the reader thread
+    (it waits for ring space, the daemon for socket space), and the daemon pauses 20 ms after
+    every 64 KiB: the export succeeds. A stall is the daemon's silence, not the time the
+    unpacking takes."""
+    b = A.LayerBuilder().dir("d")
+    for i in range(30000):
+        b.file(f"d/{i}", b"x")
+    img = A.Image([ximages.base_layer, b.bytes()], _tag("slow-unpack"))
+    fake = _fake(scratch, img, A.docker_archive(img), pace=0.02)
+    try:
+        p = run(["-t", "1", *export_opts(cache, fake.address), img.tag, "--", "/bin/sh", "-c",
+                 "ls /d | wc -l"], timeout=300)
+    finally:
+        fake.close()
+    assert p.returncode == 0, describe(p)
+    assert p.stdout.strip() == "30000", describe(p)
+
+
+def test_garbage_export_stream(ximages, cache, scratch):
+    """The daemon answers the export with 200 and bytes that are no tar at all: one line (66)
+    that says so, nothing in the cache."""
+    img = A.Image([A.LayerBuilder().dir("data").bytes()], _tag("garbage"))
+    fake = _fake(scratch, img, b"this is not a tar archive\n" * 40000)
+    try:
+        p = run([*export_opts(cache, fake.address), img.tag, "--", "/bin/true"])
+    finally:
+        fake.close()
+    assert "export" in error_line(p, 66)
+    _assert_no_half_layer(cache, img.diff_ids)
+    assert cache_layers(cache) == {}
 
 
 # ---------------------------------------------------------------- concurrency and crashes
