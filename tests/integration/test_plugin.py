@@ -300,6 +300,9 @@ def test_form2_full_reload_ends_the_instance_cleanly(plug, plug_images):
     u = plug.start(form2_options(plug.workdir, port, plug_images.v1), name="form2")
     d = u.wait_ready(port)
     assert d["version"] == "v1"
+    # Both workers up: uWSGI 2.0 ignores a SIGHUP that reaches a worker being spawned until
+    # its mercy runs out (seen on a loaded machine: worker 2 was never killed gracefully).
+    assert wait_for(lambda: len({get_json(port)["pid"] for _ in range(8)}) == 2, timeout=30)
     os.kill(u.pid, signal.SIGHUP)
     rc = u.wait_exit(30)
     log = u.log()
