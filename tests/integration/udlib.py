@@ -258,8 +258,9 @@ def diff_snapshots(before, after):
 
 
 def tree_snapshot(root):
-    """Every entry under root with type, mode, size, mtime, inode, rdev and xattrs: whatever a
-    write through an overlay could change in a layer directory."""
+    """Every entry under root with type, mode, owner, size, mtime, inode, rdev and xattrs:
+    whatever a write through an overlay could change in a layer directory. Not the ctime: it
+    also moves when the helper keeps a layer (a hard link more), which changes no content."""
     snap = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in [""] + dirnames + filenames:
@@ -272,8 +273,8 @@ def tree_snapshot(root):
                                       for x in os.listxattr(p, follow_symlinks=False)))
             except OSError:
                 xattrs = ()
-            snap[os.path.relpath(p, root)] = (stat.S_IFMT(st.st_mode), st.st_mode, st.st_size,
-                                              st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+            snap[os.path.relpath(p, root)] = (stat.S_IFMT(st.st_mode), st.st_mode, st.st_uid,
+                                              st.st_gid, st.st_size, st.st_mtime_ns, st.st_ino,
                                               st.st_rdev, xattrs)
     return snap
 
