@@ -10,6 +10,7 @@
 
 #include "docker.h"
 #include "gc.h"
+#include "userdb.h"
 
 
 
@@ -188,6 +189,27 @@ static int set_cache_limit(struct ud_cli *c, const struct cli_opt *opt, const ch
 	return ud_layer_limit_option(opt->name, arg, e);
 }
 
+static int set_user(struct ud_cli *c, const struct cli_opt *opt, const char *arg, ud_error *e)
+{
+	(void)opt;
+	struct ud_user_spec s;
+	if (ud_user_spec_parse(arg, UD_EXIT_USAGE, &s, e) < 0)
+		return ud_context(e, "--user");
+	c->o.user = arg;
+	return 0;
+}
+
+/* KEY=VALUE, as docker run -e takes it; unlike docker run, a KEY alone (the caller's value) is
+ * refused: under uWSGI the caller is the master, whose environment is the host's. */
+static int set_env(struct ud_cli *c, const struct cli_opt *opt, const char *arg, ud_error *e)
+{
+	(void)opt;
+	if (!strchr(arg, '=') || arg[0] == '=')
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--env '%s': expected KEY=VALUE", arg);
+	char *kv = (char *)arg;
+	return ud_push(&c->o.env, &c->o.n_env, sizeof(kv), &kv) < 0 ? ud_oom(e) : 0;
+}
+
 static int push_op(struct ud_cli *c, struct ud_op *op, ud_error *e)
 {
 	if (ud_push(&c->o.binds, &c->o.n_binds, sizeof(*op), op) == 0)
@@ -272,6 +294,12 @@ static const struct cli_opt options[] = {
 	 NULL, 0, NULL},
 	{"send-to-uid", 0, "UID", set_send_to_uid, 0,
 	 "Also accept a --send-to listener running as UID", NULL, 0, NULL},
+	{"user", 'u', "USER[:GROUP]", set_user, 0,
+	 "Run COMMAND as USER (default: the image's User), names\n"
+	 "looked up in the image's /etc/passwd and /etc/group",
+	 NULL, 0, NULL},
+	{"env", 'e', "KEY=VALUE", set_env, 0, "Set a variable over the image's Env (repeatable)",
+	 NULL, 0, NULL},
 	{"no-confine", 0, NULL, set_flag, FIELD(o.no_confine),
 	 "No masked or read-only /proc and /sys paths, and COMMAND\n"
 	 "keeps every capability, without Landlock (debugging)",
@@ -522,4 +550,7 @@ void ud_cli_free(struct ud_cli *c)
 	free(c->o.binds);
 	c->o.binds = NULL;
 	c->o.n_binds = 0;
+	free(c->o.env);
+	c->o.env = NULL;
+	c->o.n_env = 0;
 }

@@ -28,6 +28,7 @@ void ud_image_free(struct ud_image *img)
 	free_strv(img->diff_ids, img->n_diff_ids);
 	free_strv(img->env, img->n_env);
 	free(img->workdir);
+	free(img->user);
 	memset(img, 0, sizeof(*img));
 }
 
@@ -124,7 +125,7 @@ static int string_array(json_object *arr, char ***v, size_t *n, const char *what
 /* ---------------------------------------------------------------- image inspect */
 
 struct inspect_fields {
-	json_object *id, *env, *wd, *name, *upper, *lower, *diffs;
+	json_object *id, *env, *wd, *user, *name, *upper, *lower, *diffs;
 };
 
 static int inspect_fields(json_object *root, struct inspect_fields *f, ud_error *e)
@@ -139,7 +140,8 @@ static int inspect_fields(json_object *root, struct inspect_fields *f, ud_error 
 		return -1;
 	data = NULL;
 	if (config && (get_field(config, "Env", json_type_array, false, &f->env, w, e) < 0 ||
-		       get_field(config, "WorkingDir", json_type_string, false, &f->wd, w, e) < 0))
+		       get_field(config, "WorkingDir", json_type_string, false, &f->wd, w, e) < 0 ||
+		       get_field(config, "User", json_type_string, false, &f->user, w, e) < 0))
 		return -1;
 	if (gd && (get_field(gd, "Name", json_type_string, false, &f->name, w, e) < 0 ||
 		   get_field(gd, "Data", json_type_object, false, &data, w, e) < 0))
@@ -185,7 +187,7 @@ int ud_parse_inspect(const char *json, size_t len, const char *ref, struct ud_im
 	if (!(img->ref = strdup(ref ? ref : "")))
 		return ud_oom(e);
 	if (dup_string(f.id, &img->id, e) < 0 || dup_string(f.name, &img->driver, e) < 0 ||
-	    dup_string(f.wd, &img->workdir, e) < 0)
+	    dup_string(f.wd, &img->workdir, e) < 0 || dup_string(f.user, &img->user, e) < 0)
 		return -1;
 	if (string_array(f.env, &img->env, &img->n_env, "Config.Env", e) < 0 ||
 	    string_array(f.diffs, &img->diff_ids, &img->n_diff_ids, "RootFS.Layers", e) < 0)

@@ -23,6 +23,7 @@ struct ud_image {
 	char **env;           /* Config.Env, "KEY=VALUE" */
 	size_t n_env;
 	char *workdir;        /* Config.WorkingDir, "" if unset */
+	char *user;           /* Config.User, "" if unset: untrusted, checked when resolved */
 	bool from_cache;      /* layers are ours (a layer cache), not the daemon's dirs */
 	bool snapshot;        /* ... hard links of the daemon's dirs (snapshot.h), not an export */
 };

@@ -178,6 +178,7 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *
 	p->rw = o->rw;
 	p->mount_api = o->mount_api;
 	p->unshare_flags = CLONE_NEWNS | o->unshare_flags;
+	p->user = o->user ? o->user : img->user && *img->user ? img->user : NULL;
 
 	if (o->unshare_flags & ~(CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP))
 		return ud_fail(e, UD_EXIT_USAGE, 0,
@@ -346,6 +347,7 @@ char *ud_plan_json(const struct ud_plan *p)
 			json_object_array_add(ns, json_object_new_string(ud_ns_name(ns_order[i])));
 	json_object_object_add(o, "namespaces", ns);
 	json_object_object_add(o, "hostname", str_or_null(p->hostname));
+	json_object_object_add(o, "user", str_or_null(p->user));
 	json_object_object_add(o, "workdir", json_object_new_string(img->workdir ? img->workdir : ""));
 	json_object_object_add(o, "env", strv_json(img->env, img->n_env));
 	json_object *mounts = json_object_new_array(), *confine = json_object_new_array();

@@ -67,6 +67,9 @@ struct ud_options {
 	const char *hostname;
 	struct ud_op *binds;   /* UD_OP_BIND / UD_OP_TMPFS in command-line order */
 	size_t n_binds;
+	const char *user;      /* --user USER[:GROUP], or NULL: the image's User */
+	char **env;            /* --env KEY=VALUE, in command-line order */
+	size_t n_env;
 };
 
 struct ud_plan {
@@ -76,6 +79,7 @@ struct ud_plan {
 	enum ud_mount_api mount_api;
 	int unshare_flags;     /* always includes CLONE_NEWNS */
 	char *hostname;
+	const char *user;      /* what the user is looked up as: --user, else the image's User */
 	struct ud_op *ops;
 	size_t n_ops;
 };
