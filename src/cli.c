@@ -10,6 +10,7 @@
 
 #include "docker.h"
 #include "gc.h"
+#include "tmpfsopt.h"
 #include "userdb.h"
 
 
@@ -216,6 +217,7 @@ static int push_op(struct ud_cli *c, struct ud_op *op, ud_error *e)
 		return 0;
 	free(op->src);
 	free(op->dst);
+	free(op->data);
 	return ud_oom(e);
 }
 
@@ -229,11 +231,16 @@ static int set_bind(struct ud_cli *c, const struct cli_opt *opt, const char *arg
 
 static int set_tmpfs(struct ud_cli *c, const struct cli_opt *opt, const char *arg, ud_error *e)
 {
-	(void)opt;
-	struct ud_op op = {.type = UD_OP_TMPFS, .dst = strdup(arg)};
-	if (!op.dst)
-		return ud_oom(e);
+	struct ud_op op;
+	if (ud_tmpfs_parse(arg, opt->name, &op, e) < 0)
+		return -1;
 	return push_op(c, &op, e);
+}
+
+static int set_shm_size(struct ud_cli *c, const struct cli_opt *opt, const char *arg,
+			ud_error *e)
+{
+	return ud_ram_size_parse(arg, opt->name, &c->o.shm_size, e);
 }
 
 /* ---- the table ------------------------------------------------------------------------------- */
@@ -280,8 +287,11 @@ static const struct cli_opt options[] = {
 	 "Bind the host's SRC at DST inside, recursively and read-write", NULL, 0, NULL},
 	{"ro-bind", 0, "SRC[:DST]", set_bind, true, "The same, read-only (really read-only)", NULL,
 	 0, NULL},
-	{"tmpfs", 0, "DST", set_tmpfs, 0, "Mount a fresh tmpfs (mode 1777, nosuid, nodev) at DST",
+	{"tmpfs", 0, "DST[:OPTS]", set_tmpfs, 0,
+	 "Mount a fresh tmpfs at DST (noexec, nosuid, nodev, mode 1777),\n"
+	 "OPTS as docker run's: size=64m,mode=755,exec,ro...",
 	 NULL, 0, NULL},
+	{"shm-size", 0, "SIZE", set_shm_size, 0, "Size of /dev/shm (default 64m)", NULL, 0, NULL},
 	{"unshare", 0, "NS[,NS...]", set_unshare, 0, "Also unshare these namespaces, among ", NULL,
 	 UD_CLI_UNSHAREABLE, " and "}, /* choices: ud_ns_names(), filled in by option_at() */
 	{"hostname", 0, "NAME", set_string, FIELD(o.hostname),
@@ -546,6 +556,7 @@ void ud_cli_free(struct ud_cli *c)
 	for (size_t i = 0; i < c->o.n_binds; i++) {
 		free(c->o.binds[i].src);
 		free(c->o.binds[i].dst);
+		free(c->o.binds[i].data);
 	}
 	free(c->o.binds);
 	c->o.binds = NULL;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tmpfsopt.h"
 #include "util.h"
 
 const struct ud_name ud_plan_mount_apis[] = {
@@ -170,6 +171,34 @@ static int push_confine(const struct ud_options *o, struct ud_plan *p, ud_error 
 	return 0;
 }
 
+/* The user's binds and tmpfs mounts, in command-line order. A tmpfs without options (one built
+ * by hand, not by ud_tmpfs_parse) gets docker run's defaults. */
+static int push_user_ops(const struct ud_options *o, struct ud_plan *p, ud_error *e)
+{
+	for (size_t i = 0; i < o->n_binds; i++) {
+		const struct ud_op *b = &o->binds[i];
+		if (!b->dst || !dst_valid(b->dst))
+			return ud_fail(e, UD_EXIT_USAGE, 0,
+				       "mount target '%s' must be absolute, normalised and not '/'",
+				       b->dst ? b->dst : "");
+		if (b->type == UD_OP_BIND && (!b->src || b->src[0] != '/'))
+			return ud_fail(e, UD_EXIT_USAGE, 0, "bind source '%s' must be absolute",
+				       b->src ? b->src : "");
+		if (b->type != UD_OP_BIND && b->type != UD_OP_TMPFS)
+			return ud_fail(e, UD_EXIT_USAGE, 0, "only binds and tmpfs can be added");
+		if (push_op(p, b->type, b->src, b->dst, b->readonly, e) < 0)
+			return -1;
+		if (b->type != UD_OP_TMPFS)
+			continue;
+		struct ud_op *t = &p->ops[p->n_ops - 1];
+		t->attrs = b->data ? b->attrs : UD_TMPFS_DEFAULT_ATTRS;
+		t->readonly = t->attrs & MOUNT_ATTR_RDONLY;
+		if (!(t->data = strdup(b->data ? b->data : "mode=1777")))
+			return ud_oom(e);
+	}
+	return 0;
+}
+
 int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *const *links,
 		  struct ud_plan *p, ud_error *e)
 {
@@ -179,6 +208,7 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *
 	p->mount_api = o->mount_api;
 	p->unshare_flags = CLONE_NEWNS | o->unshare_flags;
 	p->user = o->user ? o->user : img->user && *img->user ? img->user : NULL;
+	p->shm_size = o->shm_size ? o->shm_size : UD_SHM_DEFAULT;
 
 	if (o->unshare_flags & ~(CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP))
 		return ud_fail(e, UD_EXIT_USAGE, 0,
@@ -211,21 +241,7 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *
 		return -1;
 	if (push_confine(o, p, e) < 0)
 		return -1;
-	for (size_t i = 0; i < o->n_binds; i++) {
-		const struct ud_op *b = &o->binds[i];
-		if (!b->dst || !dst_valid(b->dst))
-			return ud_fail(e, UD_EXIT_USAGE, 0,
-				       "mount target '%s' must be absolute, normalised and not '/'",
-				       b->dst ? b->dst : "");
-		if (b->type == UD_OP_BIND && (!b->src || b->src[0] != '/'))
-			return ud_fail(e, UD_EXIT_USAGE, 0, "bind source '%s' must be absolute",
-				       b->src ? b->src : "");
-		if (b->type != UD_OP_BIND && b->type != UD_OP_TMPFS)
-			return ud_fail(e, UD_EXIT_USAGE, 0, "only binds and tmpfs can be added");
-		if (push_op(p, b->type, b->src, b->dst, b->readonly, e) < 0)
-			return -1;
-	}
-	return 0;
+	return push_user_ops(o, p, e);
 }
 
 const struct ud_op *ud_plan_overlay(const struct ud_plan *p)
@@ -279,6 +295,7 @@ void ud_plan_free(struct ud_plan *p)
 		free(op->lowers);
 		free(op->src);
 		free(op->dst);
+		free(op->data);
 	}
 	free(p->ops);
 	free(p->rw_path);
@@ -307,6 +324,12 @@ static json_object *op_json(const struct ud_op *op)
 		json_object_object_add(m, "src", json_object_new_string(op->src));
 	json_object_object_add(m, "dst", json_object_new_string(op->dst));
 	json_object_object_add(m, "readonly", json_object_new_boolean(op->readonly));
+	if (op->type == UD_OP_TMPFS) {
+		const char *names[8];
+		size_t n = ud_tmpfs_flag_names(op->attrs, names);
+		json_object_object_add(m, "options", str_or_null(op->data));
+		json_object_object_add(m, "flags", strv_json((char *const *)names, n));
+	}
 	if (op->type != UD_OP_OVERLAY)
 		return m;
 	json_object *lowers = json_object_new_array();
@@ -348,6 +371,7 @@ char *ud_plan_json(const struct ud_plan *p)
 	json_object_object_add(o, "namespaces", ns);
 	json_object_object_add(o, "hostname", str_or_null(p->hostname));
 	json_object_object_add(o, "user", str_or_null(p->user));
+	json_object_object_add(o, "shm_size", json_object_new_int64((int64_t)p->shm_size));
 	json_object_object_add(o, "workdir", json_object_new_string(img->workdir ? img->workdir : ""));
 	json_object_object_add(o, "env", strv_json(img->env, img->n_env));
 	json_object *mounts = json_object_new_array(), *confine = json_object_new_array();

@@ -52,6 +52,8 @@ struct ud_op {
 	bool readonly;
 	struct ud_lower *lowers; /* overlay: the image's layers, top to bottom */
 	size_t n_lowers;
+	char *data;     /* tmpfs: its options for fsconfig, "mode=1777[,size=1m...]" (tmpfsopt.h) */
+	unsigned attrs; /* tmpfs: MOUNT_ATTR_* */
 };
 
 struct ud_options {
@@ -70,6 +72,7 @@ struct ud_options {
 	const char *user;      /* --user USER[:GROUP], or NULL: the image's User */
 	char **env;            /* --env KEY=VALUE, in command-line order */
 	size_t n_env;
+	unsigned long long shm_size; /* --shm-size in bytes; 0: Docker's 64 MiB */
 };
 
 struct ud_plan {
@@ -80,6 +83,7 @@ struct ud_plan {
 	int unshare_flags;     /* always includes CLONE_NEWNS */
 	char *hostname;
 	const char *user;      /* what the user is looked up as: --user, else the image's User */
+	unsigned long long shm_size; /* /dev/shm, bytes */
 	struct ud_op *ops;
 	size_t n_ops;
 };
@@ -101,6 +105,8 @@ const char *ud_op_name(enum ud_op_type t);
 
 /* The overlay op of a plan (its first op). */
 const struct ud_op *ud_plan_overlay(const struct ud_plan *p);
+
+#define UD_SHM_DEFAULT (64ULL << 20) /* docker run's /dev/shm */
 
 #define UD_MOUNT_DATA_MAX 4095 /* mount(2) copies its data argument as one page */
 

@@ -133,14 +133,31 @@ static int resolve_in_root(int rootfd, const char *path, const struct mnt_set *c
 
 /* ---------------------------------------------------------------- the user's mounts, confinement */
 
-static int mount_tmpfs(int target, const char *where, struct mnt_set *creatable, ud_error *e)
+/* The user's tmpfs: op->data, checked by tmpfsopt.c ("mode=1777,size=1m"), goes to fsconfig one
+ * option at a time; op->attrs are the mount's flags. */
+static int mount_tmpfs(int target, const struct ud_op *op, struct mnt_set *creatable,
+		       ud_error *e)
 {
-	static const char *const opts[] = {"mode", "1777", NULL};
-	ud_autoclose int m = ud_fs_new("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, e);
-	if (m < 0 || ud_fs_attach(m, target, where, e) < 0)
+	char data[256];
+	const char *opts[2 * 8 + 1];
+	size_t n = 0;
+	snprintf(data, sizeof(data), "%s", op->data);
+	char *save = NULL;
+	for (char *kv = strtok_r(data, ",", &save); kv && n + 2 < UD_ARRAY_SIZE(opts);
+	     kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		if (eq)
+			*eq = '\0';
+		opts[n++] = kv;
+		opts[n++] = eq ? eq + 1 : NULL;
+	}
+	opts[n] = NULL;
+	ud_autoclose int m = ud_fs_new("tmpfs", opts, op->attrs, e);
+	if (m < 0 || ud_fs_attach(m, target, op->dst, e) < 0)
 		return -1;
-	/* Ours and empty: later mount points beneath it may be made there. */
-	mnt_set_add(creatable, m);
+	/* Ours and empty: later mount points beneath it may be made there (unless read-only). */
+	if (!(op->attrs & MOUNT_ATTR_RDONLY))
+		mnt_set_add(creatable, m);
 	return 0;
 }
 
@@ -266,9 +283,9 @@ static int apply_ops(const struct ud_plan *p, int rootfd, const int *srcs, int s
 		ud_autoclose int t = resolve_in_root(rootfd, op->dst, &creatable, true, e);
 		int rc = t < 0 ? -1
 			 : op->type == UD_OP_PROC ? ud_specialfs_proc(t, e)
-			 : op->type == UD_OP_DEV  ? ud_specialfs_dev(t, e)
+			 : op->type == UD_OP_DEV  ? ud_specialfs_dev(t, p->shm_size, e)
 			 : op->type == UD_OP_SYS  ? ud_specialfs_sys(t, e)
-						  : mount_tmpfs(t, op->dst, &creatable, e);
+						  : mount_tmpfs(t, op, &creatable, e);
 		if (rc < 0)
 			return -1;
 	}

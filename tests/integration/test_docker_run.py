@@ -416,7 +416,7 @@ def test_tmpfs_size_refuses_the_second_mib(dr):
 def test_tmpfs_options(dr):
     out = inside(dr["plain"], """
         stat -c 'mode %a' /a /b
-        cp /bin/busybox /b/bb && /b/bb true && echo exec-ok
+        cp /bin/busybox /b/true && /b/true && echo exec-ok
         touch /c/x 2>&1
         grep -E ' /(a|b|c) ' /proc/self/mountinfo
     """, "--tmpfs", "/a:mode=0750,size=64k", "--tmpfs", "/b:exec,mode=755",
@@ -431,7 +431,7 @@ def test_tmpfs_options(dr):
 
 
 @pytest.mark.parametrize("opts", ["size=1x", "size=", "mode=9", "mode=77777", "dev", "suid",
-                                  "foo=bar", "bind", "shared", "size=1m,,", "uid=-1",
+                                  "foo=bar", "bind", "shared", "uid=-1", "user",
                                   "tmpcopyup", "size=99999999999999999999k"])
 def test_bad_tmpfs_options_are_one_line(dr, opts):
     line = error_line(run(["--tmpfs", f"/scratch:{opts}", dr["plain"], "--", "/bin/true"]), 64)

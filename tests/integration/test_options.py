@@ -102,7 +102,8 @@ def test_tmpfs(images, api):
     mp = by_mountpoint(parse_mountinfo("\n".join(lines[3:]) + "\n"))
     for d in ["/scratch", "/data"]:
         assert mp[d].fstype == "tmpfs", out
-        assert {"nosuid", "nodev"} <= mp[d].opts, out
+        # docker run's defaults for --tmpfs
+        assert {"nosuid", "nodev", "noexec"} <= mp[d].opts, out
 
 
 def test_binds_in_read_only_root(images, scratch, api):
