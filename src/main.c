@@ -17,6 +17,7 @@
 #include "gc.h"
 #include "lastgood.h"
 #include "lowers.h"
+#include "netfiles.h"
 #include "pin.h"
 #include "plan.h"
 #include "pull.h"
@@ -37,6 +38,7 @@ struct run {
 	struct ud_plan plan;
 	struct ud_ns_fds ns;
 	int sock, cache_lock, users_dir;
+	struct ud_host_net host_net;   /* what the network files are made of */
 	struct ud_user user;           /* -- COMMAND's */
 	struct ud_handoff_user hu;     /* what a receiver is told of the user */
 	char user_error[sizeof(((ud_error *)0)->msg)];
@@ -312,8 +314,15 @@ static int run(struct run *r)
 		return ud_docker_negotiate(&r->d, &r->e) < 0
 			       ? -1
 			       : ud_gc_run(&r->d, c->cache_dir, stdout, &r->e);
-	if (resolve(r) < 0 || ud_command_env_set(&r->img, c->o.env, c->o.n_env, &r->e) < 0 ||
-	    ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
+	if (resolve(r) < 0 || ud_command_env_set(&r->img, c->o.env, c->o.n_env, &r->e) < 0)
+		return -1;
+	/* The host's resolv.conf, read where the host's files are: before anything is unshared. */
+	if (!c->o.no_network_files) {
+		if (ud_host_net_read(&r->host_net, &r->e) < 0)
+			return -1;
+		r->c.o.host_net = &r->host_net;
+	}
+	if (ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
 		return -1;
 	if (c->print)
 		return print_plan(r);
@@ -333,6 +342,7 @@ static void run_free(struct run *r)
 	ud_closep(&r->cache_lock);
 	ud_closep(&r->users_dir);
 	ud_user_free(&r->user);
+	ud_host_net_free(&r->host_net);
 }
 
 int main(int argc, char **argv)

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "netfiles.h"
 #include "tmpfsopt.h"
 #include "util.h"
 
@@ -42,6 +43,8 @@ const char *ud_op_name(enum ud_op_type t)
 		return "mask";
 	case UD_OP_READONLY:
 		return "readonly";
+	case UD_OP_FILE:
+		return "file";
 	}
 	return "?";
 }
@@ -171,6 +174,32 @@ static int push_confine(const struct ud_options *o, struct ud_plan *p, ud_error 
 	return 0;
 }
 
+/* /etc/hosts, /etc/resolv.conf and /etc/hostname (netfiles.h), made from what the host has (none
+ * given: an empty resolv.conf). The hostname is the one the app sees: --hostname, else the
+ * host's. */
+static int push_netfiles(const struct ud_options *o, struct ud_plan *p, ud_error *e)
+{
+	const struct ud_host_net *hn = o->host_net;
+	const char *name = p->hostname ? p->hostname : hn ? hn->nodename : "";
+	char *content[3] = {
+		ud_netfiles_hosts(name),
+		ud_netfiles_resolv(hn ? hn->resolv : NULL, hn ? hn->resolved : NULL,
+				   p->unshare_flags & CLONE_NEWNET),
+		ud_netfiles_hostname(name),
+	};
+	static const char *const dst[] = {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"};
+	int r = 0;
+	for (size_t i = 0; i < 3; i++) {
+		if (r == 0 && (!content[i] || push_op(p, UD_OP_FILE, NULL, dst[i], true, e) < 0))
+			r = content[i] ? -1 : ud_oom(e);
+		if (r == 0)
+			p->ops[p->n_ops - 1].data = content[i];
+		else
+			free(content[i]);
+	}
+	return r;
+}
+
 /* The user's binds and tmpfs mounts, in command-line order. A tmpfs without options (one built
  * by hand, not by ud_tmpfs_parse) gets docker run's defaults. */
 static int push_user_ops(const struct ud_options *o, struct ud_plan *p, ud_error *e)
@@ -218,6 +247,11 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *
 			return ud_fail(e, UD_EXIT_USAGE, 0, "--hostname needs --unshare uts");
 		if (!*o->hostname || strlen(o->hostname) > 64)
 			return ud_fail(e, UD_EXIT_USAGE, 0, "--hostname must be 1 to 64 characters");
+		/* It goes into /etc/hosts and /etc/hostname: one word. */
+		for (const char *c = o->hostname; *c; c++)
+			if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == '#')
+				return ud_fail(e, UD_EXIT_USAGE, 0,
+					       "--hostname has whitespace, '#' or a control character");
 		if (!(p->hostname = strdup(o->hostname)))
 			return ud_oom(e);
 	}
@@ -239,7 +273,7 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *
 		return -1;
 	if (!o->no_sys && push_op(p, UD_OP_SYS, NULL, "/sys", true, e) < 0)
 		return -1;
-	if (push_confine(o, p, e) < 0)
+	if (push_confine(o, p, e) < 0 || (!o->no_network_files && push_netfiles(o, p, e) < 0))
 		return -1;
 	return push_user_ops(o, p, e);
 }
@@ -324,6 +358,8 @@ static json_object *op_json(const struct ud_op *op)
 		json_object_object_add(m, "src", json_object_new_string(op->src));
 	json_object_object_add(m, "dst", json_object_new_string(op->dst));
 	json_object_object_add(m, "readonly", json_object_new_boolean(op->readonly));
+	if (op->type == UD_OP_FILE)
+		json_object_object_add(m, "content", str_or_null(op->data));
 	if (op->type == UD_OP_TMPFS) {
 		const char *names[8];
 		size_t n = ud_tmpfs_flag_names(op->attrs, names);

@@ -10,6 +10,8 @@
 #include "error.h"
 #include "util.h"
 
+struct ud_host_net;
+
 enum ud_rw_mode {
 	UD_RW_TMPFS,   /* default: a fresh tmpfs upper layer that dies with the namespace */
 	UD_RW_PATH,    /* --rw-path DIR: DIR/upper and DIR/work, persistent */
@@ -32,6 +34,7 @@ enum ud_op_type {
 	UD_OP_TMPFS,
 	UD_OP_MASK,     /* hide a /proc or /sys path: an empty read-only file or tmpfs over it */
 	UD_OP_READONLY, /* a read-only bind of a /proc path over itself */
+	UD_OP_FILE,     /* a file the helper writes (data), bound read-only over dst */
 };
 
 /* One lower layer of the overlay root. mount(2) takes its options as one page, so it names each
@@ -52,7 +55,8 @@ struct ud_op {
 	bool readonly;
 	struct ud_lower *lowers; /* overlay: the image's layers, top to bottom */
 	size_t n_lowers;
-	char *data;     /* tmpfs: its options for fsconfig, "mode=1777[,size=1m...]" (tmpfsopt.h) */
+	char *data;     /* tmpfs: its options for fsconfig, "mode=1777[,size=1m...]" (tmpfsopt.h);
+			 * file: its content */
 	unsigned attrs; /* tmpfs: MOUNT_ATTR_* */
 };
 
@@ -73,6 +77,8 @@ struct ud_options {
 	char **env;            /* --env KEY=VALUE, in command-line order */
 	size_t n_env;
 	unsigned long long shm_size; /* --shm-size in bytes; 0: Docker's 64 MiB */
+	bool no_network_files; /* --no-network-files */
+	const struct ud_host_net *host_net; /* what the network files are made of (netfiles.h) */
 };
 
 struct ud_plan {

@@ -162,7 +162,7 @@ NET_SCRIPT = """
     echo "--resolv"; cat /etc/resolv.conf
     echo "--hostname"; cat /etc/hostname
     echo "--ping"; ping -c1 -W1 localhost 2>&1 | head -1
-    echo "--write"; (echo x >> /etc/hosts) 2>&1; (echo x >> /etc/resolv.conf) 2>&1
+    echo "--write"; (echo x >> /etc/hosts) 2>&1; (echo x >> /etc/resolv.conf) 2>&1; true
 """
 
 
