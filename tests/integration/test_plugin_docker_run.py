@@ -294,3 +294,30 @@ def test_bad_docker_tmpfs_is_one_line(plug, dr):
 
 
 assert HELPER
+
+
+def test_a_rollout_onto_an_image_that_would_run_as_root_stops(plug, dr, plug_images):
+    """No uid in the ini: a chain reload onto an image without User would run the app as root;
+    the rollout stops with one line and the workers keep the image's User they had."""
+    import time
+    from plugin_support import get_json, wait_for
+    tag = PREFIX + "dr-rollout:live"
+    plug_images.extra_tags.append(tag)
+    udlib.docker("tag", dr["user"], tag)
+    chain = plug.path("chain")
+    with open(chain, "w"):
+        pass
+    os.utime(chain, (time.time() - 100, time.time() - 100))
+    port = free_port()
+    opts = _options("form1", plug, port, tag, drop=("uid", "gid"),
+                    extra=[("touch-chain-reload", chain), ("docker-canary-timeout", "20")])
+    u, d = _serve(plug, "form1", opts)
+    assert d["uid"] == 1234, d
+    udlib.docker("tag", dr["plain"], tag)
+    os.utime(chain, (time.time() + 10, time.time() + 10))
+    assert wait_for(lambda: "[docker] rollout of image" in u.log(), timeout=60), u.log()[-3000:]
+    stopped = [l for l in _docker_lines(u.log()) if "rollout of image" in l]
+    assert len(stopped) == 1 and "stopped" in stopped[0] and "names no User" in stopped[0], stopped
+    for _ in range(4):
+        assert get_json(port)["uid"] == 1234
+    plug.stop_and_check(u)
