@@ -37,7 +37,7 @@ PLUGIN := $(B)/docker_plugin.so
 # uWSGI's plugin directory, from its build flags: -DUWSGI_PLUGIN_DIR="\"/usr/lib/uwsgi/plugins\""
 PLUGIN_DIR ?= $(shell $(UWSGI) --cflags 2>/dev/null | sed -n 's/.*-DUWSGI_PLUGIN_DIR=[\\"]*\([^\\"]*\).*/\1/p')
 
-.PHONY: all install deps check check-clang check-unit check-unit-san check-integration fuzz demo bench \
+.PHONY: all install install-plugin-dir deb deps check check-clang check-unit check-unit-san check-integration fuzz demo bench \
 	clean format
 all: $(HELPER) $(PLUGIN)
 
@@ -50,15 +50,22 @@ $(B)/uwsgi.h:
 
 # The helper's warnings on top of uWSGI's own flags.
 PLUGIN_WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2
+# Flags for the plugin only, on top of uWSGI's (debian/rules passes dpkg-buildflags' hardening):
+# CFLAGS and LDFLAGS may carry the sanitizers, which a plugin in an uninstrumented uwsgi cannot use.
+PLUGIN_CFLAGS ?=
+PLUGIN_LDFLAGS ?=
+# The ABI the plugin is built for, as Debian names it: the md5 of `uwsgi --dot-h` (abi.c checks it
+# against the running uwsgi's at load). Expanded by the shell in the recipe, once $(B)/uwsgi.h exists.
+PLUGIN_ABI = -DUD_UWSGI_ABI='"'$$(md5sum < $(B)/uwsgi.h | cut -c1-32)'"'
 PLUGIN_SRCS := $(wildcard hooks/docker/*.c) src/handoff.c src/error.c src/caps.c src/util.c
 $(PLUGIN): $(PLUGIN_SRCS) $(wildcard hooks/docker/*.h) src/handoff.h src/error.h src/caps.h src/util.h $(B)/uwsgi.h
-	$(CC) $$($(UWSGI) --cflags) $(PLUGIN_WARN) -D_GNU_SOURCE -I$(B) -Isrc -Ihooks/docker -fPIC \
-		-shared -o $@ $(PLUGIN_SRCS) -ldl
+	$(CC) $$($(UWSGI) --cflags) $(PLUGIN_CFLAGS) $(PLUGIN_WARN) $(PLUGIN_ABI) -D_GNU_SOURCE -I$(B) -Isrc \
+		-Ihooks/docker -fPIC -shared -o $@ $(PLUGIN_SRCS) $(PLUGIN_LDFLAGS) -ldl
 
 # Header dependencies come from the compiler (-MMD): a .d file beside each object.
 $(B)/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 -include $(wildcard $(B)/obj/*.d)
 
@@ -76,12 +83,30 @@ $(B)/tests/test_docker: tests/unit/test_docker.c $(DOCKER_PURE_OBJS)
 	$(CC) $(CFLAGS) -Isrc -DFIXTURES='"$(CURDIR)/tests/fixtures"' -o $@ $^ $(LDFLAGS) \
 		$(shell $(PKG_CONFIG) --libs json-c) -lcmocka
 
-install: $(HELPER) $(PLUGIN)
+# A pip-built (or uwsgiconfig.py --build) uWSGI reports its plugin directory as ".": installing
+# there would put the plugin in whatever directory make runs in. Checked before anything is built.
+install-plugin-dir:
 	@test -n "$(PLUGIN_DIR)" || { echo "install: uWSGI's plugin directory is unknown: set PLUGIN_DIR" >&2; exit 1; }
+	@case "$(PLUGIN_DIR)" in /*) ;; *) echo "install: $(UWSGI) reports its plugin directory as '$(PLUGIN_DIR)', a relative path (a pip-built uWSGI does): set PLUGIN_DIR=/an/absolute/dir and load the plugin with plugin-dir = that dir" >&2; exit 1;; esac
+
+install: install-plugin-dir $(HELPER) $(PLUGIN)
 	install -D -m 0755 $(HELPER) $(DESTDIR)$(BINDIR)/uwsgi-docker-rootfs
 	install -D -m 0644 $(PLUGIN) $(DESTDIR)$(PLUGIN_DIR)/docker_plugin.so
 	install -D -m 0644 man/uwsgi-docker-rootfs.1 $(DESTDIR)$(MANDIR)/man1/uwsgi-docker-rootfs.1
 	install -D -m 0644 man/uwsgi-plugin-docker.7 $(DESTDIR)$(MANDIR)/man7/uwsgi-plugin-docker.7
+
+# Debian binary packages (debian/): uwsgi-docker-rootfs and uwsgi-plugin-docker, built with
+# dpkg-buildpackage in a copy of the tree under build/deb/, the .debs beside it; lintian must
+# report no error.
+DEB_DIR := $(B)/deb
+DEB_SRC := $(DEB_DIR)/uwsgi-docker-$(VERSION)
+deb:
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_SRC)
+	cp -a Makefile README.md src hooks man debian $(DEB_SRC)/
+	cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc
+	lintian --fail-on error $(DEB_DIR)/uwsgi-docker_$(VERSION)_*.changes
+	@ls $(DEB_DIR)/*.deb
 
 # Installs missing Debian packages and starts dockerd if none answers (idempotent, quick when done).
 deps:
@@ -97,7 +122,7 @@ check-clang: $(B)/uwsgi.h
 			-DFIXTURES='"x"' -Isrc $(shell $(PKG_CONFIG) --cflags $(PKGS)) -fsyntax-only $$f || exit 1; \
 	done
 	@for f in hooks/docker/*.c; do \
-		clang $$($(UWSGI) --cflags) $(PLUGIN_WARN) -D_GNU_SOURCE -I$(B) -Isrc -Ihooks/docker \
+		clang $$($(UWSGI) --cflags) $(PLUGIN_WARN) $(PLUGIN_ABI) -D_GNU_SOURCE -I$(B) -Isrc -Ihooks/docker \
 			-fsyntax-only $$f || exit 1; \
 	done
 	@echo "clang: warnings-clean"

@@ -20,6 +20,8 @@
 #   reload         under a continuous request loop, re-tag the image and touch-reload,
 #                  BENCH_RELOADS times (default 3): the longest gap between answers, failed requests
 #
+# 3b. Kept layers (scripts/bench_keep.py): what keeping the daemon's layer directories costs a start.
+#
 # 4. Rollouts (scripts/bench_rollout.py): a Flask app on a Debian 12 image, 4 workers, 4 clients;
 #    the longest gap across a rollout vs full reloads, then a soak (BENCH_SOAK full reloads and
 #    rollouts, default 30 each) against plain uWSGI. Targets (issue 9): rollout gap <= 50 ms and
@@ -670,6 +672,13 @@ print("| ratio | value | target | |")
 print("| --- | ---: | ---: | --- |")
 print("| export warm / direct | %.2f | ≤ 1.2 | %s |" % (r, "PASS" if r <= 1.2 else "MISS"))
 EOF
+
+# ==================================================================================================
+# Kept layers (scripts/bench_keep.py): a start of an image seen before, kept vs --layers direct
+# (target: at most 1 ms more); the first start of a 10,000-file image (at most 100 ms more).
+# ==================================================================================================
+echo
+"$PY" "$SCRIPTS/bench_keep.py" "$HELPER"
 
 # ==================================================================================================
 # 4. Rollouts: a Flask app on a Debian 12 image, 4 workers, 4 clients (scripts/bench_rollout.py)

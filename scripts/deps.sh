@@ -17,8 +17,11 @@ PACKAGES=(
 	libcmocka-dev python3-pytest mandoc clang libclang-rt-14-dev clang-format
 	# the daemon, test images, nsenter/unshare
 	docker.io busybox-static util-linux
-	# real uWSGI for the plugin tests
-	uwsgi-core uwsgi-plugin-python3
+	# real uWSGI for the plugin tests; systemd's socket activation and ss for the systemd tests
+	# (systemd-socket-activate; systemd does not need to run); Debian's Emperor package
+	uwsgi-core uwsgi-plugin-python3 systemd iproute2 uwsgi-emperor
+	# make deb: Debian packages (dh_uwsgi: the plugin's uwsgi-abi dependency), lintian
+	dpkg-dev debhelper uwsgi-dev lintian
 	# headers for building the uWSGI docker plugin (uwsgi --build-plugin)
 	python3-dev libcap-dev libpcre3-dev libssl-dev libxml2-dev libjansson-dev zlib1g-dev uuid-dev
 	# realistic test images (a Debian 12 root from the apt mirror)

@@ -192,7 +192,7 @@ static long decode_header(const unsigned char *buf, size_t len, int n_fds_receiv
 		return ud_fail(e, UD_EXIT_HANDOFF, 0,
 			       "hand-off protocol version %u, expected %u (helper and plugin from "
 			       "different releases?)",
-			       version, UD_HANDOFF_VERSION);
+			       (unsigned)version, (unsigned)UD_HANDOFF_VERSION);
 	if (flags != 0)
 		return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off message has unknown flags 0x%x",
 			       flags);
@@ -517,7 +517,7 @@ static int check_types(const int *fds, const struct ud_handoff *h, ud_error *e)
 			return ud_fail(e, UD_EXIT_HANDOFF, 0,
 				       "hand-off fd %d is namespace type 0x%x, its header declares "
 				       "0x%x",
-				       i, nstype, h->types[i]);
+				       i, (unsigned)nstype, (unsigned)h->types[i]);
 	}
 	return 0;
 }
@@ -582,7 +582,7 @@ int ud_handoff_enter(struct ud_handoff *h, ud_error *e)
 			if (setns(h->fds[i], h->types[i]) < 0) {
 				int err = errno;
 				return ud_fail(e, UD_EXIT_HANDOFF, err, "setns into namespace type 0x%x",
-					       h->types[i]);
+					       (unsigned)h->types[i]);
 			}
 			close(h->fds[i]);
 			h->fds[i] = -1;

@@ -17,6 +17,7 @@
 
 #include <sys/prctl.h>
 
+#include "abi.h"
 #include "appenv.h"
 #include "caps.h"
 #include "util.h"
@@ -159,7 +160,8 @@ void ud_chown_sockets(void)
 		return;
 	struct uwsgi_socket *s;
 	for (s = uwsgi.sockets; s; s = s->next)
-		if (s->family == AF_UNIX && s->name && s->name[0] != '@' && s->bound)
+		if (s->family == AF_UNIX && s->name && s->name[0] != '@' && s->bound &&
+		    !(s->fd >= 3 && s->fd < 3 + ud.listen_fds))
 			if (chown(s->name, uid, gid) < 0)
 				uwsgi_error_realpath(s->name);
 }
@@ -191,6 +193,21 @@ int ud_image_user_check(const struct ud_handoff *h, int log, ud_error *e)
 		       "refusing to run app code as root inside image '%s' (%s): set uid (and gid), "
 		       "or docker-allow-root = true",
 		       image, why);
+}
+
+/* Sockets handed over by socket activation (fds 3.. in LISTEN_FDS, for this pid) are systemd's,
+ * with the owner and mode of their .socket unit: never chowned. uWSGI takes them, and clears
+ * the variables, after the jail; a re-executed master inherits them, and our note of them. */
+#define LISTEN_NOTE_ENV "UWSGI_DOCKER_LISTEN_FDS"
+static void note_socket_activation(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	const char *noted = getenv(LISTEN_NOTE_ENV);
+	if (pid && fds && atoi(pid) == (int)getpid() && atoi(fds) > 0) {
+		ud.listen_fds = atoi(fds);
+		setenv(LISTEN_NOTE_ENV, fds, 1);
+	} else if (noted)
+		ud.listen_fds = atoi(noted);
 }
 
 /* This process (a form 1 worker, or the form 2 master) goes into the image: groups looked up on
@@ -234,13 +251,30 @@ static int exec_as_root_runs_helper(void)
 	return 0;
 }
 
+/* The namespace is prepared as root, then workers drop to uid/gid. A uWSGI started unprivileged
+ * (a vassal of an Emperor that dropped privileges, as Debian's uwsgi-emperor does by default)
+ * would fail later and less clearly: in form 2 uWSGI would not even run its as-root hooks. */
+static void require_root(void)
+{
+	if (geteuid() == 0)
+		return;
+	ud_dief(0,
+		"uWSGI runs as uid %u, and the docker plugin must start as root (the master prepares "
+		"the image's namespace, the workers drop to uid/gid): an Emperor that drops "
+		"privileges cannot start docker vassals (see the README, systemd)",
+		(unsigned)geteuid());
+}
+
 /* Root, config parsed, on every start and every re-exec reload. */
 static void docker_jail(int (*start)(void *), char **argv)
 {
 	(void)start;
 	(void)argv;
-	if (ud.image || exec_as_root_runs_helper())
+	if (ud.image || exec_as_root_runs_helper()) {
+		require_root();
 		ud_refuse_root();
+		note_socket_activation();
+	}
 	if (ud.image && uwsgi.master_process)
 		ud_form1_jail();
 	else if (ud.image || exec_as_root_runs_helper())
@@ -291,8 +325,20 @@ static void docker_post_init(void)
 	ud_chown_sockets();
 }
 
+/* The first callback uWSGI makes into the plugin, right after dlopen(): nothing of `uwsgi` has
+ * been read yet, and nothing may be before the ABI is known to be this build's (abi.c). */
+static void docker_on_load(void)
+{
+	char msg[512];
+	if (ud_abi_verify(msg, sizeof(msg)) < 0) {
+		uwsgi_log(LOG_PREFIX "%s\n", msg);
+		exit(1);
+	}
+}
+
 struct uwsgi_plugin docker_plugin = {
 	.name = "docker",
+	.on_load = docker_on_load,
 	.options = docker_options,
 	.jail = docker_jail,
 	.before_privileges_drop = docker_before_privileges_drop,

@@ -109,6 +109,8 @@ void ud_form2_enter(void)
 	 * later. */
 	uwsgi_bind_sockets();
 	ud_chown_sockets();
+	/* systemd's notification socket is a host path too. */
+	ud_notify_connect();
 	/* The whole instance is inside, and Python starts after the privileges drop: the C
 	 * environment is all it needs. */
 	ud_enter_image(&ud.h, ud.h.workdir);

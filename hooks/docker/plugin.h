@@ -49,6 +49,7 @@ struct ud_plugin {
 	int sock;  /* form 2: our end of the hand-off socket, -1 */
 	int peer;  /* form 2: the end the hook inherits, -1 */
 	int entered;
+	int listen_fds; /* sockets from socket activation: fds 3 .. 3 + listen_fds - 1 */
 	struct ud_handoff h; /* the namespace workers enter (form 1: of the serving generation) */
 	uint32_t gen;        /* form 1: that generation's number, 1 at each start */
 	struct ud_pidns pidns;
@@ -82,6 +83,9 @@ void ud_form1_ready(void);
 void ud_form1_enter_worker(void);
 void ud_form2_jail(void);
 void ud_form2_enter(void);
+
+/* notify.c: form 2 tells systemd (NOTIFY_SOCKET) through an fd connected on the host. */
+void ud_notify_connect(void);
 
 /* rollout.c: form 1 chain reloads onto a newly resolved image, canary first. */
 void ud_rollout_init(void);

@@ -9,6 +9,7 @@ session, its output in a log file. Stopping is SIGINT to the master, a bounded w
 what is left (only processes this module started: the session, or the environment marker).
 """
 import collections
+import fcntl
 import re
 import http.client
 import json
@@ -28,7 +29,10 @@ import pytest
 import udlib
 from udlib import DOCKER, HELPER
 
-UWSGI = "/usr/bin/uwsgi"
+# Another uWSGI (one built from source, say) with UD_UWSGI; a monolithic one (Python built in, as
+# pip and uwsgiconfig.py --build make it) with UD_UWSGI_PLUGINS=docker. Debian's by default.
+UWSGI = os.environ.get("UD_UWSGI", "/usr/bin/uwsgi")
+PLUGINS = os.environ.get("UD_UWSGI_PLUGINS", "python3,docker")
 PYTHON = "/usr/bin/python3"
 BUSYBOX = "/bin/busybox"
 PYLIB = "/usr/lib/python3.11"
@@ -285,6 +289,26 @@ def ns_of(pid, kind="mnt"):
         return None
 
 
+NS_GET_MNTNS_ID = 0x8008b705  # _IOR(0xb7, 0x5, __u64), Linux 6.8+
+
+
+def mnt_ns_id(pid):
+    """The 64-bit id of pid's mount namespace, never reused within a boot (0: unknown). Inode
+    numbers are reused at once: another session's namespace may get one this test saw."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, NS_GET_MNTNS_ID, buf)
+        return int.from_bytes(buf, "little")
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
 def ns_fds(pid):
     """Namespace links held open as fds by pid: {'mnt:[...]', ...} as a Counter."""
     c = collections.Counter()
@@ -324,25 +348,33 @@ def mounts_of_type(types_):
 class Uwsgi:
     """One uWSGI process tree started by a test (an instance or an Emperor)."""
 
-    def __init__(self, workdir, args, name="uwsgi"):
+    def __init__(self, workdir, args, name="uwsgi", command=None, env=None, popen_kw=None):
         self.workdir = workdir
         self.args = args
         self.name = name
+        # command: the whole argv when what starts is not uwsgi itself but something that
+        # executes it in its own process (systemd-socket-activate); env: added to BASE_ENV.
+        self.command = command
+        self.extra_env = dict(env or {})
+        self.popen_kw = dict(popen_kw or {})  # e.g. group=: a unit's Group=
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.marker = f"{name}-{uuid.uuid4().hex}"
         self.proc = None
         self.seen_pids = set()
         self.seen_mnt_ns = set()
+        self.seen_mnt_ids = {}  # mount namespace link -> its id, when known
         self.returncode = None
         self.leftover_before_kill = []
 
     def start(self):
         env = dict(udlib.BASE_ENV)
+        env.update(self.extra_env)
         env[MARKER_ENV] = self.marker
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([UWSGI, *self.args], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.command or [UWSGI, *self.args], stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                     cwd=self.workdir, start_new_session=True)
+                                     cwd=self.workdir, start_new_session=True,
+                                     **self.popen_kw)
         return self
 
     @property
@@ -357,6 +389,10 @@ class Uwsgi:
         """Processes this test started that are still alive (zombies included): the session,
         or the environment marker (in case something called setsid)."""
         out = []
+        # Once the session leader has exited its pid may be reused (pid_max is 32768 here, and
+        # other sessions start processes all the time) by another session's leader: from then
+        # on only the marker tells.
+        leader_alive = self.proc.poll() is None
         for p in all_pids():
             if p == os.getpid():
                 continue
@@ -364,13 +400,14 @@ class Uwsgi:
                 st = _proc_stat(p)
             except OSError:
                 continue
-            if st.sid == self.proc.pid or _environ_has(p, self.marker):
+            if (leader_alive and st.sid == self.proc.pid) or _environ_has(p, self.marker):
                 out.append(p)
         self.seen_pids.update(out)
         for p in out:
             ns = ns_of(p)
             if ns:
                 self.seen_mnt_ns.add(ns)
+                self.seen_mnt_ids.setdefault(ns, mnt_ns_id(p))
         return out
 
     def apps_pending(self):
@@ -462,6 +499,14 @@ def wait_for(cond, timeout, interval=0.2):
         time.sleep(interval)
 
 
+def touch(path, mtime=None):
+    """Creates or touches path; an explicit mtime (uWSGI compares whole seconds)."""
+    with open(path, "a"):
+        pass
+    t = time.time() if mtime is None else mtime
+    os.utime(path, (t, t))
+
+
 def write_ini(path, options):
     """options: list of (key, value) pairs (repeatable keys)."""
     lines = ["[uwsgi]"] + [f"{k} = {v}" for k, v in options]
@@ -472,7 +517,7 @@ def write_ini(path, options):
 def base_options(workdir, port):
     return [
         ("plugin-dir", BUILD_DIR),
-        ("plugins", "python3,docker"),
+        ("plugins", PLUGINS),
         ("master", "true"),
         ("http-socket", f"127.0.0.1:{port}"),
         ("socket", os.path.join(workdir, "app.sock")),
@@ -592,8 +637,8 @@ class Harness:
         self.started.append(u)
         return u.start()
 
-    def start_raw(self, args, name):
-        u = Uwsgi(self.workdir, args, name=name)
+    def start_raw(self, args, name, command=None, env=None, popen_kw=None):
+        u = Uwsgi(self.workdir, args, name=name, command=command, env=env, popen_kw=popen_kw)
         self.started.append(u)
         return u.start()
 
@@ -603,8 +648,13 @@ class Harness:
         nss = u.seen_mnt_ns - {TEST_MNT_NS}
         out = []
         for p in all_pids():
-            if ns_of(p) in nss and "uwsgi" in cmdline(p):
-                out.append((p, cmdline(p), ns_of(p)))
+            ns = ns_of(p)
+            if ns not in nss or "uwsgi" not in cmdline(p):
+                continue
+            seen, now = u.seen_mnt_ids.get(ns, 0), mnt_ns_id(p)
+            if seen and now and seen != now:
+                continue  # the inode, reused by a namespace this instance never had
+            out.append((p, cmdline(p), ns))
         return out
 
     def stop_and_check(self, u, sig=signal.SIGINT, expect_rc=0, lazy=True):

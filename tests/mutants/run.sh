@@ -34,10 +34,13 @@ declare -A TESTS=(
 	[dotdot-repository]="$I/test_errors.py"
 	[resolve-not-in-root]="$I/test_hostile.py"
 	[open-no-cloexec]="$I/test_cloexec.py"
+	[abi-unchecked]="$I/test_packaging.py -k abi_check"
+	[notify-by-path]="$I/test_systemd.py -k notify_socket"
+	[notify-fd-inherited]="$I/test_systemd.py -k notify_socket"
 )
 ORDER="nosuid-root opaque-unmarked nstype-unchecked recv-no-cloexec sys-rw diffid-unverified
 no-uid-refusal master-env-kept api-not-negotiated dotdot-repository resolve-not-in-root
-open-no-cloexec"
+open-no-cloexec abi-unchecked notify-by-path notify-fd-inherited"
 
 mutant_none() { :; }
 # nosuid dropped from the overlay root (both mount paths).
@@ -102,6 +105,18 @@ mutant_resolve-not-in-root() {
 mutant_open-no-cloexec() {
 	$M src/rootfs.c 'ns->host_mnt = open\("/proc/self/ns/mnt", O_RDONLY \| O_CLOEXEC\);' \
 		'ns->host_mnt = open("/proc/self/ns/mnt", O_RDONLY);'
+}
+# The plugin loads into any uWSGI: the recorded ABI is never compared.
+mutant_abi-unchecked() {
+	$M hooks/docker/abi.c 'if \(!strcmp\(running, UD_UWSGI_ABI\)\)' 'if (1)'
+}
+# Form 2 leaves uWSGI to notify systemd by path, from inside the image.
+mutant_notify-by-path() {
+	$M hooks/docker/form2.c '\tud_notify_connect\(\);' ''
+}
+# The connected notification socket stays open in the workers (the app can notify).
+mutant_notify-fd-inherited() {
+	$M hooks/docker/notify.c 'ud_closep\(&notify_fd\);' ''
 }
 
 names=("$@")
