@@ -10,6 +10,8 @@
 
 #include "docker.h"
 #include "gc.h"
+#include "tmpfsopt.h"
+#include "userdb.h"
 
 
 
@@ -210,12 +212,34 @@ static int set_cache_limit(struct ud_cli *c, const struct cli_opt *opt, const ch
 	return ud_layer_limit_option(opt->name, arg, e);
 }
 
+static int set_user(struct ud_cli *c, const struct cli_opt *opt, const char *arg, ud_error *e)
+{
+	(void)opt;
+	struct ud_user_spec s;
+	if (ud_user_spec_parse(arg, UD_EXIT_USAGE, &s, e) < 0)
+		return ud_context(e, "--user");
+	c->o.user = arg;
+	return 0;
+}
+
+/* KEY=VALUE, as docker run -e takes it; unlike docker run, a KEY alone (the caller's value) is
+ * refused: under uWSGI the caller is the master, whose environment is the host's. */
+static int set_env(struct ud_cli *c, const struct cli_opt *opt, const char *arg, ud_error *e)
+{
+	(void)opt;
+	if (!strchr(arg, '=') || arg[0] == '=')
+		return ud_fail(e, UD_EXIT_USAGE, 0, "--env '%s': expected KEY=VALUE", arg);
+	char *kv = (char *)arg;
+	return ud_push(&c->o.env, &c->o.n_env, sizeof(kv), &kv) < 0 ? ud_oom(e) : 0;
+}
+
 static int push_op(struct ud_cli *c, struct ud_op *op, ud_error *e)
 {
 	if (ud_push(&c->o.binds, &c->o.n_binds, sizeof(*op), op) == 0)
 		return 0;
 	free(op->src);
 	free(op->dst);
+	free(op->data);
 	return ud_oom(e);
 }
 
@@ -229,11 +253,16 @@ static int set_bind(struct ud_cli *c, const struct cli_opt *opt, const char *arg
 
 static int set_tmpfs(struct ud_cli *c, const struct cli_opt *opt, const char *arg, ud_error *e)
 {
-	(void)opt;
-	struct ud_op op = {.type = UD_OP_TMPFS, .dst = strdup(arg)};
-	if (!op.dst)
-		return ud_oom(e);
+	struct ud_op op;
+	if (ud_tmpfs_parse(arg, opt->name, &op, e) < 0)
+		return -1;
 	return push_op(c, &op, e);
+}
+
+static int set_shm_size(struct ud_cli *c, const struct cli_opt *opt, const char *arg,
+			ud_error *e)
+{
+	return ud_ram_size_parse(arg, opt->name, &c->o.shm_size, e);
 }
 
 /* ---- the table ------------------------------------------------------------------------------- */
@@ -279,12 +308,18 @@ static const struct cli_opt options[] = {
 	{"no-proc", 0, NULL, set_flag, FIELD(o.no_proc), "Do not mount /proc", NULL, 0, NULL},
 	{"no-dev", 0, NULL, set_flag, FIELD(o.no_dev), "Do not mount /dev", NULL, 0, NULL},
 	{"no-sys", 0, NULL, set_flag, FIELD(o.no_sys), "Do not mount /sys", NULL, 0, NULL},
+	{"no-network-files", 0, NULL, set_flag, FIELD(o.no_network_files),
+	 "Leave the image's /etc/hosts, /etc/resolv.conf and\n/etc/hostname as they are",
+	 NULL, 0, NULL},
 	{"bind", 0, "SRC[:DST]", set_bind, false,
 	 "Bind the host's SRC at DST inside, recursively and read-write", NULL, 0, NULL},
 	{"ro-bind", 0, "SRC[:DST]", set_bind, true, "The same, read-only (really read-only)", NULL,
 	 0, NULL},
-	{"tmpfs", 0, "DST", set_tmpfs, 0, "Mount a fresh tmpfs (mode 1777, nosuid, nodev) at DST",
+	{"tmpfs", 0, "DST[:OPTS]", set_tmpfs, 0,
+	 "Mount a fresh tmpfs at DST (noexec, nosuid, nodev, mode 1777),\n"
+	 "OPTS as docker run's: size=64m,mode=755,exec,ro...",
 	 NULL, 0, NULL},
+	{"shm-size", 0, "SIZE", set_shm_size, 0, "Size of /dev/shm (default 64m)", NULL, 0, NULL},
 	{"unshare", 0, "NS[,NS...]", set_unshare, 0, "Also unshare these namespaces, among ", NULL,
 	 UD_CLI_UNSHAREABLE, " and "}, /* choices: ud_ns_names(), filled in by option_at() */
 	{"hostname", 0, "NAME", set_string, FIELD(o.hostname),
@@ -297,6 +332,12 @@ static const struct cli_opt options[] = {
 	 NULL, 0, NULL},
 	{"send-to-uid", 0, "UID", set_send_to_uid, 0,
 	 "Also accept a --send-to listener running as UID", NULL, 0, NULL},
+	{"user", 'u', "USER[:GROUP]", set_user, 0,
+	 "Run COMMAND as USER (default: the image's User), names\n"
+	 "looked up in the image's /etc/passwd and /etc/group",
+	 NULL, 0, NULL},
+	{"env", 'e', "KEY=VALUE", set_env, 0, "Set a variable over the image's Env (repeatable)",
+	 NULL, 0, NULL},
 	{"no-confine", 0, NULL, set_flag, FIELD(o.no_confine),
 	 "No masked or read-only /proc and /sys paths, and COMMAND\n"
 	 "keeps every capability, without Landlock (debugging)",
@@ -555,8 +596,12 @@ void ud_cli_free(struct ud_cli *c)
 	for (size_t i = 0; i < c->o.n_binds; i++) {
 		free(c->o.binds[i].src);
 		free(c->o.binds[i].dst);
+		free(c->o.binds[i].data);
 	}
 	free(c->o.binds);
 	c->o.binds = NULL;
 	c->o.n_binds = 0;
+	free(c->o.env);
+	c->o.env = NULL;
+	c->o.n_env = 0;
 }

@@ -29,6 +29,7 @@ void ud_image_free(struct ud_image *img)
 	free_strv(img->env, img->n_env);
 	free_strv(img->repo_digests, img->n_repo_digests);
 	free(img->workdir);
+	free(img->user);
 	memset(img, 0, sizeof(*img));
 }
 
@@ -125,7 +126,7 @@ static int string_array(json_object *arr, char ***v, size_t *n, const char *what
 /* ---------------------------------------------------------------- image inspect */
 
 struct inspect_fields {
-	json_object *id, *env, *wd, *name, *upper, *lower, *diffs, *digests;
+	json_object *id, *env, *wd, *user, *name, *upper, *lower, *diffs, *digests;
 };
 
 static int inspect_fields(json_object *root, struct inspect_fields *f, ud_error *e)
@@ -141,7 +142,8 @@ static int inspect_fields(json_object *root, struct inspect_fields *f, ud_error 
 		return -1;
 	data = NULL;
 	if (config && (get_field(config, "Env", json_type_array, false, &f->env, w, e) < 0 ||
-		       get_field(config, "WorkingDir", json_type_string, false, &f->wd, w, e) < 0))
+		       get_field(config, "WorkingDir", json_type_string, false, &f->wd, w, e) < 0 ||
+		       get_field(config, "User", json_type_string, false, &f->user, w, e) < 0))
 		return -1;
 	if (gd && (get_field(gd, "Name", json_type_string, false, &f->name, w, e) < 0 ||
 		   get_field(gd, "Data", json_type_object, false, &data, w, e) < 0))
@@ -187,7 +189,7 @@ int ud_parse_inspect(const char *json, size_t len, const char *ref, struct ud_im
 	if (!(img->ref = strdup(ref ? ref : "")))
 		return ud_oom(e);
 	if (dup_string(f.id, &img->id, e) < 0 || dup_string(f.name, &img->driver, e) < 0 ||
-	    dup_string(f.wd, &img->workdir, e) < 0)
+	    dup_string(f.wd, &img->workdir, e) < 0 || dup_string(f.user, &img->user, e) < 0)
 		return -1;
 	if (string_array(f.env, &img->env, &img->n_env, "Config.Env", e) < 0 ||
 	    string_array(f.diffs, &img->diff_ids, &img->n_diff_ids, "RootFS.Layers", e) < 0 ||

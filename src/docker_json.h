@@ -25,6 +25,7 @@ struct ud_image {
 	char *workdir;        /* Config.WorkingDir, "" if unset */
 	char **repo_digests;  /* RepoDigests, "name@sha256:..." (pulled or pushed images) */
 	size_t n_repo_digests;
+	char *user;           /* Config.User, "" if unset: untrusted, checked when resolved */
 	bool from_cache;      /* layers are ours (a layer cache), not the daemon's dirs */
 	bool snapshot;        /* ... hard links of the daemon's dirs (snapshot.h), not an export */
 };

@@ -16,6 +16,7 @@ enum ud_status {
 	UD_EXIT_MOUNT = 68,    /* namespace or mount failure, hostile image refused */
 	UD_EXIT_HANDOFF = 69,  /* hand-off socket or message failure */
 	UD_EXIT_REFUSED = 70,  /* refused to run (setuid/setgid install, not root) or internal error */
+	UD_EXIT_USER = 71,     /* the user or group is not in the image, or its passwd/group refused */
 	UD_EXIT_CANNOT_EXEC = 126,
 	UD_EXIT_NOT_FOUND = 127,
 };

@@ -41,6 +41,7 @@ void ud_handoff_free(struct ud_handoff *h)
 	free(h->image);
 	free(h->id);
 	free(h->workdir);
+	free(h->user_error);
 	for (size_t i = 0; i < h->n_env; i++)
 		free(h->env[i]);
 	free(h->env);
@@ -92,6 +93,21 @@ static int add_kv(unsigned char **buf, size_t *len, size_t *cap, const char *key
 	return 0;
 }
 
+/* user=UID:GID or user_error=TEXT, when there is either. */
+static int add_user(const struct ud_handoff *h, unsigned char **buf, size_t *len, size_t *cap,
+		    ud_error *e)
+{
+	if (h->has_user) {
+		if (h->uid > UD_HANDOFF_MAX_ID || h->gid > UD_HANDOFF_MAX_ID)
+			return ud_fail(e, UD_EXIT_HANDOFF, EINVAL,
+				       "hand-off: user %u:%u out of range", h->uid, h->gid);
+		char ids[32];
+		snprintf(ids, sizeof(ids), "%u:%u", h->uid, h->gid);
+		return add_kv(buf, len, cap, "user", ids, e);
+	}
+	return h->user_error ? add_kv(buf, len, cap, "user_error", h->user_error, e) : 0;
+}
+
 int ud_handoff_encode(const struct ud_handoff *h, unsigned char **out, size_t *out_len, ud_error *e)
 {
 	*out = NULL;
@@ -113,6 +129,8 @@ int ud_handoff_encode(const struct ud_handoff *h, unsigned char **out, size_t *o
 	for (size_t i = 0; i < h->n_env; i++)
 		if (add_kv(&buf, &len, &cap, "env", h->env[i], e) < 0)
 			return -1;
+	if (add_user(h, &buf, &len, &cap, e) < 0)
+		return -1;
 	/* add_kv() bounds the whole message; the receiver bounds the payload alone. */
 	if (len - hdr > UD_HANDOFF_MAX_PAYLOAD)
 		return ud_fail(e, UD_EXIT_HANDOFF, E2BIG, "hand-off payload too large");
@@ -197,6 +215,45 @@ static long decode_header(const unsigned char *buf, size_t len, int n_fds_receiv
 	return (long)hdr;
 }
 
+/* A decimal id: digits only, at most UD_HANDOFF_MAX_ID. */
+static int parse_id(const char *s, size_t n, unsigned *out)
+{
+	unsigned long long v = 0;
+	if (n == 0 || n > 10)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (unsigned)(s[i] - '0');
+	}
+	if (v > UD_HANDOFF_MAX_ID)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* user=UID:GID and user_error=TEXT: each once, never both. The text is logged by the master:
+ * printable ASCII only. */
+static int decode_user(bool ids, const char *v, struct ud_handoff *h, ud_error *e)
+{
+	if (h->has_user || h->user_error)
+		return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off payload repeats the user");
+	if (ids) {
+		const char *colon = strchr(v, ':');
+		if (!colon || parse_id(v, (size_t)(colon - v), &h->uid) < 0 ||
+		    parse_id(colon + 1, strlen(colon + 1), &h->gid) < 0)
+			return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off payload: bad user");
+		h->has_user = 1;
+		return 0;
+	}
+	for (const char *c = v; *c; c++)
+		if (*c < 0x20 || *c > 0x7e)
+			return ud_fail(e, UD_EXIT_HANDOFF, 0,
+				       "hand-off payload: user_error is not printable text");
+	if (!*v)
+		return ud_fail(e, UD_EXIT_HANDOFF, 0, "hand-off payload: empty user_error");
+	return (h->user_error = strdup(v)) ? 0 : ud_oom(e);
+}
 
 /* NUL-terminated key=value entries; unknown keys are ignored (a newer helper may say more
  * within version 1). */
@@ -239,6 +296,10 @@ static int decode_payload(const unsigned char *buf, size_t hdr, uint32_t plen,
 					       "hand-off payload: env entry is not KEY=VALUE");
 			if (!env_push(&h->env, &h->n_env, v))
 				return ud_oom(e);
+		} else if ((kl == 4 && !strncmp(p, "user", 4)) ||
+			   (kl == 10 && !strncmp(p, "user_error", 10))) {
+			if (decode_user(kl == 4, v, h, e) < 0)
+				return -1;
 		}
 		/* Unknown keys are ignored: a newer helper may say more within version 1. */
 		p += sl + 1;

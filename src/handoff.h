@@ -10,7 +10,10 @@
  *     uint32_t flags    = 0
  *     uint32_t types[n_fds]   CLONE_NEW* of each fd, in the order they are sent
  *   payload: payload_len bytes of NUL-terminated "key=value" strings:
- *     image=REF, id=sha256:..., layers=N, workdir=PATH, env=KEY=VALUE (repeated)
+ *     image=REF, id=sha256:..., layers=N, workdir=PATH, env=KEY=VALUE (repeated),
+ *     user=UID:GID (the image's User or --user, resolved inside the image; optional),
+ *     user_error=TEXT (why that User could not be resolved; optional, never with user=)
+ * Receivers ignore keys they do not know: a newer helper may say more within version 1.
  */
 #ifndef UD_HANDOFF_H
 #define UD_HANDOFF_H
@@ -24,6 +27,7 @@
 #define UD_HANDOFF_VERSION 1
 #define UD_HANDOFF_MAX_FDS 5
 #define UD_HANDOFF_MAX_PAYLOAD (256 * 1024)
+#define UD_HANDOFF_MAX_ID 2147483647U /* uids and gids, as docker run bounds them */
 
 struct ud_handoff {
 	char *image;
@@ -32,6 +36,9 @@ struct ud_handoff {
 	unsigned layers;
 	char **env;
 	size_t n_env;
+	int has_user;	   /* user= present: the numbers the image's User resolved to */
+	unsigned uid, gid; /* at most UD_HANDOFF_MAX_ID */
+	char *user_error;  /* user_error=: printable ASCII only, or NULL */
 	int n_fds;
 	int types[UD_HANDOFF_MAX_FDS];
 	int fds[UD_HANDOFF_MAX_FDS];  /* -1 when absent; O_CLOEXEC once received */

@@ -1,5 +1,7 @@
 /* libmount, loaded on first use like libarchive (la.h): linking it costs every start four more
- * shared libraries (libblkid, libselinux, libpcre2), and only --gc reads mount tables. */
+ * shared libraries (libblkid, libselinux, libpcre2), and only --gc reads mount tables and only
+ * --tmpfs DST:OPTS has option strings to split (tmpfsopt.c). Never given a path that lies in an
+ * image: it would realpath() it. */
 #ifndef UD_LM_H
 #define UD_LM_H
 
@@ -14,6 +16,8 @@
 	X(mnt_fs_get_target)   \
 	X(mnt_new_iter)        \
 	X(mnt_new_table_from_file) \
+	X(mnt_optstr_next_option) \
+	X(mnt_split_optstr)    \
 	X(mnt_table_next_fs)   \
 	X(mnt_unref_table)
 

@@ -1,6 +1,7 @@
 /* uwsgi-docker-rootfs: the command line and the order of the phases, nothing else. Every
  * failure travels up as a ud_error and is printed here, once, as one line. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "gc.h"
 #include "lastgood.h"
 #include "lowers.h"
+#include "netfiles.h"
 #include "pin.h"
 #include "plan.h"
 #include "pull.h"
@@ -26,6 +28,7 @@
 #include "rootmemo.h"
 #include "snapshot.h"
 #include "sockets.h"
+#include "user.h"
 #include "util.h"
 
 /* Everything one run holds, released by run_free() whichever phase failed. */
@@ -37,6 +40,10 @@ struct run {
 	struct ud_plan plan;
 	struct ud_ns_fds ns;
 	int sock, cache_lock, users_dir;
+	struct ud_host_net host_net;   /* what the network files are made of */
+	struct ud_user user;           /* -- COMMAND's */
+	struct ud_handoff_user hu;     /* what a receiver is told of the user */
+	char user_error[sizeof(((ud_error *)0)->msg)];
 };
 
 static int die(const ud_error *e)
@@ -223,17 +230,51 @@ static int enter(struct run *r)
 	return 0;
 }
 
+/* Inside the new root: whom COMMAND runs as (always: root gets the image's groups for root too,
+ * never the caller's), or what a receiver is told (only when a user is named: the image's
+ * User, or --user). An image's User that does not resolve fails COMMAND, as docker run fails;
+ * a receiver is told why instead, and fails only if it needs that user (the plugin does not
+ * when the ini sets uid). A --pin has no user to tell. */
+static int resolve_user(struct run *r)
+{
+	const struct ud_cli *c = &r->c;
+	const char *spec = r->plan.user;
+	int status = c->o.user ? UD_EXIT_USAGE : UD_EXIT_USER;
+	if (c->pin || (!c->command && !spec))
+		return 0;
+	ud_autoclose int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return ud_fail(&r->e, UD_EXIT_MOUNT, errno, "opening the new root");
+	if (ud_user_lookup(root, spec, status, &r->user, &r->e) == 0) {
+		r->hu = (struct ud_handoff_user){true, r->user.uid, r->user.gid, NULL};
+		return 0;
+	}
+	ud_context(&r->e, "image '%s'", c->o.image);
+	if (c->command || c->o.user)
+		return -1;
+	char buf[sizeof(r->user_error)];
+	snprintf(r->user_error, sizeof(r->user_error), "%s",
+		 ud_error_text(&r->e, buf, sizeof(buf)));
+	/* The receiver logs it, and takes printable ASCII only. */
+	for (char *p = r->user_error; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			*p = '?';
+	r->hu.error = r->user_error;
+	r->e = (ud_error){0};
+	return 0;
+}
+
 /* The namespace to its user: COMMAND (returns only on failure), the pin, or the receiver. */
 static int deliver(struct run *r)
 {
 	if (r->c.command) {
 		ud_ns_fds_close(&r->ns);
-		ud_command_exec(&r->img, &r->c.o, r->c.command, &r->e);
+		ud_command_exec(&r->img, &r->c.o, &r->user, r->c.command, &r->e);
 		return -1;
 	}
 	if (r->c.pin)
 		return ud_pin_namespace(&r->ns, r->c.pin, &r->e);
-	return ud_sockets_hand_off(r->sock, &r->img, &r->ns, &r->e);
+	return ud_sockets_hand_off(r->sock, &r->img, &r->ns, &r->hu, &r->e);
 }
 
 /* The daemon gave no answer at all (not an error answer): the reference's last good resolution,
@@ -294,11 +335,19 @@ static int run(struct run *r)
 			       ? -1
 			       : ud_check(&r->d, c->o.image, c->docker_config, c->check_max_age_ms,
 					  stdout, &r->e);
-	if (resolve(r) < 0 || ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
+	if (resolve(r) < 0 || ud_command_env_set(&r->img, c->o.env, c->o.n_env, &r->e) < 0)
+		return -1;
+	/* The host's resolv.conf, read where the host's files are: before anything is unshared. */
+	if (!c->o.no_network_files) {
+		if (ud_host_net_read(&r->host_net, &r->e) < 0)
+			return -1;
+		r->c.o.host_net = &r->host_net;
+	}
+	if (ud_lowers_plan(&c->o, &r->img, &r->plan, &r->e) < 0)
 		return -1;
 	if (c->print)
 		return print_plan(r);
-	if (before_entering(r) < 0 || enter(r) < 0)
+	if (before_entering(r) < 0 || enter(r) < 0 || resolve_user(r) < 0)
 		return -1;
 	return deliver(r);
 }
@@ -313,6 +362,8 @@ static void run_free(struct run *r)
 	ud_closep(&r->sock);
 	ud_closep(&r->cache_lock);
 	ud_closep(&r->users_dir);
+	ud_user_free(&r->user);
+	ud_host_net_free(&r->host_net);
 }
 
 int main(int argc, char **argv)
@@ -320,9 +371,12 @@ int main(int argc, char **argv)
 	struct run r = {.ns = {.host_mnt = -1}, .sock = -1, .cache_lock = -1, .users_dir = -1};
 	int action = ud_cli_parse(argc, argv, &r.c, &r.e);
 	if (action == UD_CLI_HELP) {
-		char usage[4096];
-		ud_cli_usage(usage, sizeof(usage));
-		fputs(usage, stdout);
+		size_t len = ud_cli_usage(NULL, 0) + 1;
+		ud_autofree char *usage = malloc(len);
+		if (usage) {
+			ud_cli_usage(usage, len);
+			fputs(usage, stdout);
+		}
 	} else if (action == UD_CLI_VERSION) {
 		fputs(ud_cli_version(), stdout);
 	}

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "netfiles.h"
+#include "tmpfsopt.h"
 #include "util.h"
 
 const struct ud_name ud_plan_mount_apis[] = {
@@ -41,6 +43,8 @@ const char *ud_op_name(enum ud_op_type t)
 		return "mask";
 	case UD_OP_READONLY:
 		return "readonly";
+	case UD_OP_FILE:
+		return "file";
 	}
 	return "?";
 }
@@ -170,6 +174,60 @@ static int push_confine(const struct ud_options *o, struct ud_plan *p, ud_error 
 	return 0;
 }
 
+/* /etc/hosts, /etc/resolv.conf and /etc/hostname (netfiles.h), made from what the host has (none
+ * given: an empty resolv.conf). The hostname is the one the app sees: --hostname, else the
+ * host's. */
+static int push_netfiles(const struct ud_options *o, struct ud_plan *p, ud_error *e)
+{
+	const struct ud_host_net *hn = o->host_net;
+	const char *name = p->hostname ? p->hostname : hn ? hn->nodename : "";
+	char *content[3] = {
+		ud_netfiles_hosts(name),
+		ud_netfiles_resolv(hn ? hn->resolv : NULL, hn ? hn->resolved : NULL,
+				   p->unshare_flags & CLONE_NEWNET),
+		ud_netfiles_hostname(name),
+	};
+	static const char *const dst[] = {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"};
+	int r = 0;
+	for (size_t i = 0; i < 3; i++) {
+		if (r == 0 && (!content[i] || push_op(p, UD_OP_FILE, NULL, dst[i], true, e) < 0))
+			r = content[i] ? -1 : ud_oom(e);
+		if (r == 0)
+			p->ops[p->n_ops - 1].data = content[i];
+		else
+			free(content[i]);
+	}
+	return r;
+}
+
+/* The user's binds and tmpfs mounts, in command-line order. A tmpfs without options (one built
+ * by hand, not by ud_tmpfs_parse) gets docker run's defaults. */
+static int push_user_ops(const struct ud_options *o, struct ud_plan *p, ud_error *e)
+{
+	for (size_t i = 0; i < o->n_binds; i++) {
+		const struct ud_op *b = &o->binds[i];
+		if (!b->dst || !dst_valid(b->dst))
+			return ud_fail(e, UD_EXIT_USAGE, 0,
+				       "mount target '%s' must be absolute, normalised and not '/'",
+				       b->dst ? b->dst : "");
+		if (b->type == UD_OP_BIND && (!b->src || b->src[0] != '/'))
+			return ud_fail(e, UD_EXIT_USAGE, 0, "bind source '%s' must be absolute",
+				       b->src ? b->src : "");
+		if (b->type != UD_OP_BIND && b->type != UD_OP_TMPFS)
+			return ud_fail(e, UD_EXIT_USAGE, 0, "only binds and tmpfs can be added");
+		if (push_op(p, b->type, b->src, b->dst, b->readonly, e) < 0)
+			return -1;
+		if (b->type != UD_OP_TMPFS)
+			continue;
+		struct ud_op *t = &p->ops[p->n_ops - 1];
+		t->attrs = b->data ? b->attrs : UD_TMPFS_DEFAULT_ATTRS;
+		t->readonly = t->attrs & MOUNT_ATTR_RDONLY;
+		if (!(t->data = strdup(b->data ? b->data : "mode=1777")))
+			return ud_oom(e);
+	}
+	return 0;
+}
+
 int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *const *links,
 		  struct ud_plan *p, ud_error *e)
 {
@@ -178,6 +236,8 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *
 	p->rw = o->rw;
 	p->mount_api = o->mount_api;
 	p->unshare_flags = CLONE_NEWNS | o->unshare_flags;
+	p->user = o->user ? o->user : img->user && *img->user ? img->user : NULL;
+	p->shm_size = o->shm_size ? o->shm_size : UD_SHM_DEFAULT;
 
 	if (o->unshare_flags & ~(CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP))
 		return ud_fail(e, UD_EXIT_USAGE, 0,
@@ -187,6 +247,11 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *
 			return ud_fail(e, UD_EXIT_USAGE, 0, "--hostname needs --unshare uts");
 		if (!*o->hostname || strlen(o->hostname) > 64)
 			return ud_fail(e, UD_EXIT_USAGE, 0, "--hostname must be 1 to 64 characters");
+		/* It goes into /etc/hosts and /etc/hostname: one word. */
+		for (const char *c = o->hostname; *c; c++)
+			if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == '#')
+				return ud_fail(e, UD_EXIT_USAGE, 0,
+					       "--hostname has whitespace, '#' or a control character");
 		if (!(p->hostname = strdup(o->hostname)))
 			return ud_oom(e);
 	}
@@ -208,23 +273,9 @@ int ud_plan_build(const struct ud_options *o, const struct ud_image *img, char *
 		return -1;
 	if (!o->no_sys && push_op(p, UD_OP_SYS, NULL, "/sys", true, e) < 0)
 		return -1;
-	if (push_confine(o, p, e) < 0)
+	if (push_confine(o, p, e) < 0 || (!o->no_network_files && push_netfiles(o, p, e) < 0))
 		return -1;
-	for (size_t i = 0; i < o->n_binds; i++) {
-		const struct ud_op *b = &o->binds[i];
-		if (!b->dst || !dst_valid(b->dst))
-			return ud_fail(e, UD_EXIT_USAGE, 0,
-				       "mount target '%s' must be absolute, normalised and not '/'",
-				       b->dst ? b->dst : "");
-		if (b->type == UD_OP_BIND && (!b->src || b->src[0] != '/'))
-			return ud_fail(e, UD_EXIT_USAGE, 0, "bind source '%s' must be absolute",
-				       b->src ? b->src : "");
-		if (b->type != UD_OP_BIND && b->type != UD_OP_TMPFS)
-			return ud_fail(e, UD_EXIT_USAGE, 0, "only binds and tmpfs can be added");
-		if (push_op(p, b->type, b->src, b->dst, b->readonly, e) < 0)
-			return -1;
-	}
-	return 0;
+	return push_user_ops(o, p, e);
 }
 
 const struct ud_op *ud_plan_overlay(const struct ud_plan *p)
@@ -278,6 +329,7 @@ void ud_plan_free(struct ud_plan *p)
 		free(op->lowers);
 		free(op->src);
 		free(op->dst);
+		free(op->data);
 	}
 	free(p->ops);
 	free(p->rw_path);
@@ -306,6 +358,14 @@ static json_object *op_json(const struct ud_op *op)
 		json_object_object_add(m, "src", json_object_new_string(op->src));
 	json_object_object_add(m, "dst", json_object_new_string(op->dst));
 	json_object_object_add(m, "readonly", json_object_new_boolean(op->readonly));
+	if (op->type == UD_OP_FILE)
+		json_object_object_add(m, "content", str_or_null(op->data));
+	if (op->type == UD_OP_TMPFS) {
+		const char *names[8];
+		size_t n = ud_tmpfs_flag_names(op->attrs, names);
+		json_object_object_add(m, "options", str_or_null(op->data));
+		json_object_object_add(m, "flags", strv_json((char *const *)names, n));
+	}
 	if (op->type != UD_OP_OVERLAY)
 		return m;
 	json_object *lowers = json_object_new_array();
@@ -346,6 +406,8 @@ char *ud_plan_json(const struct ud_plan *p)
 			json_object_array_add(ns, json_object_new_string(ud_ns_name(ns_order[i])));
 	json_object_object_add(o, "namespaces", ns);
 	json_object_object_add(o, "hostname", str_or_null(p->hostname));
+	json_object_object_add(o, "user", str_or_null(p->user));
+	json_object_object_add(o, "shm_size", json_object_new_int64((int64_t)p->shm_size));
 	json_object_object_add(o, "workdir", json_object_new_string(img->workdir ? img->workdir : ""));
 	json_object_object_add(o, "env", strv_json(img->env, img->n_env));
 	json_object *mounts = json_object_new_array(), *confine = json_object_new_array();

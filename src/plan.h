@@ -10,6 +10,8 @@
 #include "error.h"
 #include "util.h"
 
+struct ud_host_net;
+
 enum ud_rw_mode {
 	UD_RW_TMPFS,   /* default: a fresh tmpfs upper layer that dies with the namespace */
 	UD_RW_PATH,    /* --rw-path DIR: DIR/upper and DIR/work, persistent */
@@ -32,6 +34,7 @@ enum ud_op_type {
 	UD_OP_TMPFS,
 	UD_OP_MASK,     /* hide a /proc or /sys path: an empty read-only file or tmpfs over it */
 	UD_OP_READONLY, /* a read-only bind of a /proc path over itself */
+	UD_OP_FILE,     /* a file the helper writes (data), bound read-only over dst */
 };
 
 /* One lower layer of the overlay root. mount(2) takes its options as one page, so it names each
@@ -52,6 +55,9 @@ struct ud_op {
 	bool readonly;
 	struct ud_lower *lowers; /* overlay: the image's layers, top to bottom */
 	size_t n_lowers;
+	char *data;     /* tmpfs: its options for fsconfig, "mode=1777[,size=1m...]" (tmpfsopt.h);
+			 * file: its content */
+	unsigned attrs; /* tmpfs: MOUNT_ATTR_* */
 };
 
 struct ud_options {
@@ -67,6 +73,12 @@ struct ud_options {
 	const char *hostname;
 	struct ud_op *binds;   /* UD_OP_BIND / UD_OP_TMPFS in command-line order */
 	size_t n_binds;
+	const char *user;      /* --user USER[:GROUP], or NULL: the image's User */
+	char **env;            /* --env KEY=VALUE, in command-line order */
+	size_t n_env;
+	unsigned long long shm_size; /* --shm-size in bytes; 0: Docker's 64 MiB */
+	bool no_network_files; /* --no-network-files */
+	const struct ud_host_net *host_net; /* what the network files are made of (netfiles.h) */
 };
 
 struct ud_plan {
@@ -76,6 +88,8 @@ struct ud_plan {
 	enum ud_mount_api mount_api;
 	int unshare_flags;     /* always includes CLONE_NEWNS */
 	char *hostname;
+	const char *user;      /* what the user is looked up as: --user, else the image's User */
+	unsigned long long shm_size; /* /dev/shm, bytes */
 	struct ud_op *ops;
 	size_t n_ops;
 };
@@ -97,6 +111,8 @@ const char *ud_op_name(enum ud_op_type t);
 
 /* The overlay op of a plan (its first op). */
 const struct ud_op *ud_plan_overlay(const struct ud_plan *p);
+
+#define UD_SHM_DEFAULT (64ULL << 20) /* docker run's /dev/shm */
 
 #define UD_MOUNT_DATA_MAX 4095 /* mount(2) copies its data argument as one page */
 

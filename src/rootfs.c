@@ -133,14 +133,31 @@ static int resolve_in_root(int rootfd, const char *path, const struct mnt_set *c
 
 /* ---------------------------------------------------------------- the user's mounts, confinement */
 
-static int mount_tmpfs(int target, const char *where, struct mnt_set *creatable, ud_error *e)
+/* The user's tmpfs: op->data, checked by tmpfsopt.c ("mode=1777,size=1m"), goes to fsconfig one
+ * option at a time; op->attrs are the mount's flags. */
+static int mount_tmpfs(int target, const struct ud_op *op, struct mnt_set *creatable,
+		       ud_error *e)
 {
-	static const char *const opts[] = {"mode", "1777", NULL};
-	ud_autoclose int m = ud_fs_new("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, e);
-	if (m < 0 || ud_fs_attach(m, target, where, e) < 0)
+	char data[256];
+	const char *opts[2 * 8 + 1];
+	size_t n = 0;
+	snprintf(data, sizeof(data), "%s", op->data);
+	char *save = NULL;
+	for (char *kv = strtok_r(data, ",", &save); kv && n + 2 < UD_ARRAY_SIZE(opts);
+	     kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		if (eq)
+			*eq = '\0';
+		opts[n++] = kv;
+		opts[n++] = eq ? eq + 1 : NULL;
+	}
+	opts[n] = NULL;
+	ud_autoclose int m = ud_fs_new("tmpfs", opts, op->attrs, e);
+	if (m < 0 || ud_fs_attach(m, target, op->dst, e) < 0)
 		return -1;
-	/* Ours and empty: later mount points beneath it may be made there. */
-	mnt_set_add(creatable, m);
+	/* Ours and empty: later mount points beneath it may be made there (unless read-only). */
+	if (!(op->attrs & MOUNT_ATTR_RDONLY))
+		mnt_set_add(creatable, m);
 	return 0;
 }
 
@@ -208,6 +225,37 @@ static int mount_bind(const struct ud_plan *p, int srcfd, int rootfd, const stru
 	return bind_onto(p, srcfd, target, op->readonly, op->dst, e);
 }
 
+/* A file of the helper's (op->data) written to the scratch's files/ and bound read-only onto
+ * op->dst, resolved inside the root: the init layer's empty file (or, with a --rw-path layer,
+ * whatever an earlier run left there). It must be a regular file of the root's own mount; a
+ * symlink in a persistent layer may lead elsewhere inside the root, never out of it. */
+static int mount_file(const struct ud_plan *p, int rootfd, const struct ud_op *op, size_t i,
+		      int scratch_fd, ud_error *e)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "files/%zu", i);
+	ud_autoclose int w = openat(scratch_fd, name,
+				    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	size_t len = strlen(op->data), done = 0;
+	for (ssize_t n = 0; w >= 0 && done < len; done += (size_t)n)
+		if ((n = write(w, op->data + done, len - done)) < 0)
+			break;
+	if (w < 0 || done < len)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "writing %s/%s for %s", UD_SCRATCH, name,
+			       op->dst);
+	ud_autoclose int src = openat(scratch_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	ud_autoclose int t = ud_openat2(rootfd, op->dst + 1, O_PATH | O_CLOEXEC, IN_ROOT);
+	struct stat st;
+	if (src < 0 || t < 0 || fstat(t, &st) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "placing %s inside the image", op->dst);
+	if (!S_ISREG(st.st_mode) || mnt_id(t) != mnt_id(rootfd))
+		return ud_fail(e, UD_EXIT_MOUNT, 0,
+			       "%s inside the image is not a regular file of the image's root "
+			       "(a symlink in the writable layer?): refusing to mount over it",
+			       op->dst);
+	return bind_onto(p, src, t, true, op->dst, e);
+}
+
 /* Masked and read-only paths inside our own fresh /proc and /sys, resolved in the root all the
  * same. A path this kernel lacks is skipped. A masked file gets an empty read-only file of the
  * scratch tmpfs over it (reads give nothing), a masked directory an empty read-only tmpfs. */
@@ -252,6 +300,11 @@ static int apply_ops(const struct ud_plan *p, int rootfd, const int *srcs, int s
 				return -1;
 			continue;
 		}
+		if (op->type == UD_OP_FILE) {
+			if (mount_file(p, rootfd, op, i, scratch_fd, e) < 0)
+				return -1;
+			continue;
+		}
 		if (op->type == UD_OP_MASK || op->type == UD_OP_READONLY) {
 			if (empty < 0 &&
 			    (empty = openat(scratch_fd, "empty", O_RDONLY | O_CREAT | O_EXCL |
@@ -266,9 +319,9 @@ static int apply_ops(const struct ud_plan *p, int rootfd, const int *srcs, int s
 		ud_autoclose int t = resolve_in_root(rootfd, op->dst, &creatable, true, e);
 		int rc = t < 0 ? -1
 			 : op->type == UD_OP_PROC ? ud_specialfs_proc(t, e)
-			 : op->type == UD_OP_DEV  ? ud_specialfs_dev(t, e)
+			 : op->type == UD_OP_DEV  ? ud_specialfs_dev(t, p->shm_size, e)
 			 : op->type == UD_OP_SYS  ? ud_specialfs_sys(t, e)
-						  : mount_tmpfs(t, op->dst, &creatable, e);
+						  : mount_tmpfs(t, op, &creatable, e);
 		if (rc < 0)
 			return -1;
 	}
@@ -365,6 +418,38 @@ static int open_sources(const struct ud_plan *p, int rw_host, struct sources *s,
 	return 0;
 }
 
+/* The files the helper binds over the image's (/etc/hosts...) exist in the init layer as empty
+ * regular files, as in Docker's init layer: so they are there whatever the image has at those
+ * paths (nothing, a symlink out of the image, a directory; an /etc that is a symlink becomes a
+ * directory), with --read-only too, and the image's writable layer is never written. Their
+ * content waits in the scratch's files/, one per op. */
+static int init_files(const struct ud_plan *p, int scratch_fd, ud_error *e)
+{
+	bool any = false;
+	for (size_t i = 0; i < p->n_ops; i++) {
+		if (p->ops[i].type != UD_OP_FILE)
+			continue;
+		char path[4096];
+		snprintf(path, sizeof(path), "init%s", p->ops[i].dst);
+		/* Each directory above it (dst is normalised: no "..", no "//"). */
+		for (char *s = strchr(path, '/'); s; s = strchr(s + 1, '/')) {
+			*s = '\0';
+			if (mkdirat(scratch_fd, path, 0755) < 0 && errno != EEXIST)
+				return ud_fail(e, UD_EXIT_MOUNT, errno, "mkdir %s/%s", UD_SCRATCH, path);
+			*s = '/';
+		}
+		int fd = openat(scratch_fd, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+				0644);
+		if (fd < 0)
+			return ud_fail(e, UD_EXIT_MOUNT, errno, "creating %s/%s", UD_SCRATCH, path);
+		close(fd);
+		any = true;
+	}
+	if (any && mkdirat(scratch_fd, "files", 0700) < 0)
+		return ud_fail(e, UD_EXIT_MOUNT, errno, "mkdir %s/files", UD_SCRATCH);
+	return 0;
+}
+
 /* Phase 3. The scratch tmpfs on /tmp, holding the init layer, the tmpfs rw layer and the
  * overlay's mount point. Attached (not left detached): overlayfs clones its layers' mounts
  * privately, which older kernels allow only for mounts in our own namespace. */
@@ -385,6 +470,8 @@ static int mount_scratch(const struct ud_plan *p, struct ud_overlay_layers *ls, 
 	for (size_t i = 0; i < UD_ARRAY_SIZE(dirs); i++)
 		if (mkdirat(ls->scratch_fd, dirs[i], 0755) < 0)
 			return ud_fail(e, UD_EXIT_MOUNT, errno, "mkdir %s/%s", UD_SCRATCH, dirs[i]);
+	if (init_files(p, ls->scratch_fd, e) < 0)
+		return -1;
 	if (p->rw == UD_RW_PATH)
 		return ud_overlay_rw_probe(p->rw_path, ls, e);
 	return 0;

@@ -95,7 +95,7 @@ int ud_sockets_inherited(ud_error *e)
 }
 
 int ud_sockets_hand_off(int s, const struct ud_image *img, const struct ud_ns_fds *ns,
-			ud_error *e)
+			const struct ud_handoff_user *user, ud_error *e)
 {
 	struct ud_handoff h;
 	ud_handoff_init(&h);
@@ -105,6 +105,10 @@ int ud_sockets_hand_off(int s, const struct ud_image *img, const struct ud_ns_fd
 	h.layers = (unsigned)img->n_layers;
 	h.env = img->env;
 	h.n_env = img->n_env;
+	h.has_user = user->has;
+	h.uid = user->uid;
+	h.gid = user->gid;
+	h.user_error = (char *)user->error;
 	h.n_fds = ns->n;
 	memcpy(h.types, ns->types, sizeof(int) * (size_t)ns->n);
 	memcpy(h.fds, ns->fds, sizeof(int) * (size_t)ns->n);

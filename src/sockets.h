@@ -3,6 +3,7 @@
 #ifndef UD_SOCKETS_H
 #define UD_SOCKETS_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "docker.h"
@@ -16,8 +17,15 @@ int ud_sockets_connect(const char *path, uid_t allowed, ud_error *e);
 /* The socket whose number is in $UWSGI_DOCKER_FD, made O_CLOEXEC. */
 int ud_sockets_inherited(ud_error *e);
 
-/* Sends the namespaces in ns with what the receiver needs to know of img. */
+/* What the image's User (or --user) came to: the numbers, why there are none, or neither. */
+struct ud_handoff_user {
+	bool has;
+	unsigned uid, gid;
+	const char *error;
+};
+
+/* Sends the namespaces in ns with what the receiver needs to know of img, and the user. */
 int ud_sockets_hand_off(int s, const struct ud_image *img, const struct ud_ns_fds *ns,
-			ud_error *e);
+			const struct ud_handoff_user *user, ud_error *e);
 
 #endif

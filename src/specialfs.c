@@ -28,7 +28,7 @@ int ud_specialfs_sys(int target, ud_error *e)
 	return m < 0 ? -1 : ud_fs_attach(m, target, "/sys", e);
 }
 
-int ud_specialfs_dev(int target, ud_error *e)
+int ud_specialfs_dev(int target, unsigned long long shm_size, ud_error *e)
 {
 	static const char *const tmpfs_opts[] = {"mode", "0755", "size", "65536k", NULL};
 	static const struct {
@@ -64,7 +64,9 @@ int ud_specialfs_dev(int target, ud_error *e)
 	static const char *const pts_opts[] = {"newinstance", NULL, "ptmxmode", "0666",
 					       "mode",	      "0620", "gid",	  "5",
 					       NULL};
-	static const char *const shm_opts[] = {"mode", "1777", "size", "65536k", NULL};
+	char shm_bytes[24];
+	snprintf(shm_bytes, sizeof(shm_bytes), "%llu", shm_size);
+	const char *const shm_opts[] = {"mode", "1777", "size", shm_bytes, NULL};
 	ud_autoclose int pts_dir = openat(dev, "pts", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	ud_autoclose int shm_dir = openat(dev, "shm", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (pts_dir < 0 || shm_dir < 0)

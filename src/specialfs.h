@@ -7,7 +7,8 @@
 #include "error.h"
 
 int ud_specialfs_proc(int target, ud_error *e);
-int ud_specialfs_dev(int target, ud_error *e);
+/* shm_size: of /dev/shm, in bytes. */
+int ud_specialfs_dev(int target, unsigned long long shm_size, ud_error *e);
 int ud_specialfs_sys(int target, ud_error *e);
 
 #endif

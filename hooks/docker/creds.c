@@ -5,7 +5,15 @@
  * the image, so the image's /etc/group would choose its groups: an image that lists nobody in
  * root, shadow and docker gave its workers groups 0, 42 and 105. So the plugin looks everything
  * up on the host first, sets gid and groups itself once inside, and clears uwsgi.gid so that
- * uWSGI's own block (setgid, initgroups, add-gid) does not run inside. uid stays with uWSGI. */
+ * uWSGI's own block (setgid, initgroups, add-gid) does not run inside. uid stays with uWSGI.
+ *
+ * An ini without uid, for an image whose User is not root: the workers run as that User, as the
+ * helper resolved it inside the image (numbers in the hand-off), with the image's primary gid
+ * (or the ini's gid) and no supplementary group. Not the image's /etc/group: the workers' gids
+ * are the host's gids too (there is no user namespace), so a group the image lists its user in
+ * ("docker", "disk") may open host files that a bind, a device or a socket brings inside. The
+ * primary gid is the image's word as well; gid 0 is refused unless the ini says so. And not the
+ * host's groups of that uid either: the host's user of that number is someone else. */
 #include <uwsgi.h>
 
 #include <grp.h>
@@ -14,6 +22,11 @@
 #include "creds.h"
 
 extern struct uwsgi_server uwsgi;
+
+int ud_ini_names_uid(void)
+{
+	return uwsgi.uid || uwsgi.uidname;
+}
 
 void ud_host_ids(uid_t *uid, gid_t *gid)
 {
@@ -104,9 +117,16 @@ static int additional_list(struct ud_creds *c, ud_error *e)
 	return 0;
 }
 
-int ud_creds_resolve(struct ud_creds *c, ud_error *e)
+int ud_creds_resolve(struct ud_creds *c, const struct ud_handoff *h, ud_error *e)
 {
 	memset(c, 0, sizeof(*c));
+	if (h && !ud_ini_names_uid() && h->has_user && h->uid != 0) {
+		c->gid = uwsgi.gid ? uwsgi.gid : (gid_t)h->gid;
+		c->uid = (uid_t)h->uid;
+		c->set_uid = 1;
+		c->active = 1;
+		return 0;
+	}
 	if (!uwsgi.uid && !uwsgi.gid)
 		return 0; /* root inside (docker-allow-root): uWSGI changes nothing either */
 	if (resolve_gid(c, e) < 0)
@@ -131,6 +151,8 @@ int ud_creds_apply(struct ud_creds *c, ud_error *e)
 	if (setgid(c->gid) < 0)
 		return ud_fail(e, UD_EXIT_REFUSED, errno, "setgid(%u)", (unsigned)c->gid);
 	uwsgi.gid = 0;
+	if (c->set_uid)
+		uwsgi.uid = c->uid;
 	return 0;
 }
 

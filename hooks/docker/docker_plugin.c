@@ -22,7 +22,11 @@
 #include "caps.h"
 #include "util.h"
 
-struct ud_plugin ud = {.env = -1, .sock = -1, .peer = -1, .pidns = UD_PIDNS_INIT};
+struct ud_plugin ud = {.image_env = -1,
+		       .image_env_deprecated = -1,
+		       .sock = -1,
+		       .peer = -1,
+		       .pidns = UD_PIDNS_INIT};
 
 static struct uwsgi_option docker_options[] = {
 	{"docker-image", required_argument, 0,
@@ -34,25 +38,37 @@ static struct uwsgi_option docker_options[] = {
 	 uwsgi_opt_add_string_list, &ud.binds, 0},
 	{"docker-ro-bind", required_argument, 0, "bind host SRC[:DST] into the image, read-only",
 	 uwsgi_opt_add_string_list, &ud.ro_binds, 0},
-	{"docker-tmpfs", required_argument, 0, "mount a fresh tmpfs at DST inside the image",
+	{"docker-tmpfs", required_argument, 0,
+	 "mount a fresh tmpfs at DST[:OPTS] inside the image (docker run's OPTS: size=,mode=,exec...)",
 	 uwsgi_opt_add_string_list, &ud.tmpfs, 0},
+	{"docker-shm-size", required_argument, 0, "size of /dev/shm inside the image (default 64m)",
+	 uwsgi_opt_set_str, &ud.shm_size, 0},
 	{"docker-unshare", required_argument, 0, "also unshare ipc, uts, net or cgroup (comma-separated)",
 	 uwsgi_opt_set_str, &ud.unshare, 0},
 	{"docker-hostname", required_argument, 0, "hostname inside (needs docker-unshare = uts)",
 	 uwsgi_opt_set_str, &ud.hostname, 0},
 	{"docker-read-only", optional_argument, 0, "no writable layer: the image root is read-only",
-	 uwsgi_opt_true, &ud.read_only, 0},
+	 ud_opt_bool, &ud.read_only, 0},
+	{"docker-no-network-files", optional_argument, 0,
+	 "leave the image's /etc/hosts, /etc/resolv.conf and /etc/hostname as they are",
+	 ud_opt_bool, &ud.no_network_files, 0},
 	{"docker-host", required_argument, 0, "Docker daemon socket (unix:///PATH or /PATH)",
 	 uwsgi_opt_set_str, &ud.host, 0},
 	{"docker-helper", required_argument, 0, "path of uwsgi-docker-rootfs when it is not on PATH",
 	 uwsgi_opt_set_str, &ud.helper, 0},
-	{"docker-env", optional_argument, 0, "apply the image's Env to the app (default true)",
-	 uwsgi_opt_true, &ud.env, 0},
+	{"docker-env", required_argument, 0,
+	 "set KEY=VALUE for the app, over the image's Env (repeatable, as docker run -e)",
+	 ud_opt_env, NULL, 0},
+	{"docker-image-env", optional_argument, 0, "apply the image's Env to the app (default true)",
+	 ud_opt_bool, &ud.image_env, 0},
+	{"docker-user", required_argument, 0,
+	 "USER[:GROUP] from the image's /etc/passwd, when the ini sets no uid (docker run --user)",
+	 uwsgi_opt_set_str, &ud.user, 0},
 	{"docker-allow-root", optional_argument, 0, "allow app code to run as root inside the image",
-	 uwsgi_opt_true, &ud.allow_root, 0},
+	 ud_opt_bool, &ud.allow_root, 0},
 	{"docker-no-confine", optional_argument, 0,
 	 "no Docker-style confinement (masked /proc paths, capabilities, Landlock): debugging only",
-	 uwsgi_opt_true, &ud.no_confine, 0},
+	 ud_opt_bool, &ud.no_confine, 0},
 	{"docker-timeout", required_argument, 0, "timeout of each Docker API request, in seconds",
 	 uwsgi_opt_set_str, &ud.timeout, 0},
 	{"docker-mount-api", required_argument, 0, "auto, fd, string or legacy (see the helper)",
@@ -102,17 +118,20 @@ char *ud_ns_list(const struct ud_handoff *h, char *buf, size_t len)
 	return buf;
 }
 
+/* The Env the helper hands over (the image's, with its --env): docker-image-env, else the old
+ * docker-env = BOOL, else on. */
 static int wants_env(void)
 {
-	return ud.env != 0;
+	return ud.image_env >= 0 ? ud.image_env : ud.image_env_deprecated != 0;
 }
 
+/* With no uid in the ini the answer waits for the image's User (ud_image_user_check). */
 void ud_refuse_root(void)
 {
 	uid_t uid;
 	gid_t gid;
 	ud_host_ids(&uid, &gid);
-	if (ud.allow_root || uid != 0)
+	if (ud.allow_root || uid != 0 || !ud_ini_names_uid())
 		return;
 	ud_dief(0,
 		"refusing to run app code as root inside image '%s': set uid (and gid), or "
@@ -150,6 +169,35 @@ void ud_chown_sockets(void)
 				uwsgi_error_realpath(s->name);
 }
 
+int ud_image_user_check(const struct ud_handoff *h, int log, ud_error *e)
+{
+	const char *image = ud.image ? ud.image : h->image;
+	if (ud_ini_names_uid())
+		return 0;
+	if (h->has_user && h->uid != 0) {
+		int ini_gid = uwsgi.gid || uwsgi.gidname;
+		if (!ini_gid && h->gid == 0 && !ud.allow_root)
+			return ud_fail(e, UD_EXIT_REFUSED, 0,
+				       "refusing the User of image '%s': uid %u with gid 0, root's "
+				       "group: set gid (or uid and gid), or docker-allow-root = true",
+				       image, h->uid);
+		if (log)
+			uwsgi_log(LOG_PREFIX "the ini sets no uid: image %s runs as its User, uid %u, "
+					     "gid %u, no supplementary groups\n",
+				  image, h->uid, ini_gid ? (unsigned)uwsgi.gid : h->gid);
+		return 0;
+	}
+	if (ud.allow_root)
+		return 0;
+	char why[sizeof(e->msg) / 2];
+	snprintf(why, sizeof(why), "%s%s", h->user_error ? "its User does not resolve: " : "",
+		 h->user_error ? h->user_error : h->has_user ? "its User is root" : "it names no User");
+	return ud_fail(e, UD_EXIT_REFUSED, 0,
+		       "refusing to run app code as root inside image '%s' (%s): set uid (and gid), "
+		       "or docker-allow-root = true",
+		       image, why);
+}
+
 /* Sockets handed over by socket activation (fds 3.. in LISTEN_FDS, for this pid) are systemd's,
  * with the owner and mode of their .socket unit: never chowned. uWSGI takes them, and clears
  * the variables, after the jail; a re-executed master inherits them, and our note of them. */
@@ -177,12 +225,17 @@ void ud_enter_image(struct ud_handoff *h, const char *chdir_to)
 {
 	ud_error e = {0};
 	struct ud_creds cr;
-	if (ud_creds_resolve(&cr, &e) < 0 || ud_handoff_enter(h, &e) < 0 ||
-	    ud_creds_apply(&cr, &e) < 0 || ud_chdir_image(chdir_to, &e) < 0)
+	if (ud_image_user_check(h, 0, &e) < 0 || ud_creds_resolve(&cr, h, &e) < 0 ||
+	    ud_handoff_enter(h, &e) < 0 || ud_creds_apply(&cr, &e) < 0 ||
+	    ud_chdir_image(chdir_to, &e) < 0)
 		ud_die(&e);
 	ud_creds_free(&cr);
 	if (wants_env() && ud_appenv_apply(h->env, h->n_env, &e) < 0)
 		ud_die(&e);
+	/* docker-env, over the image's: the ini's, applied here like the image's (never in the
+	 * form 1 master). */
+	struct uwsgi_string_list *usl;
+	uwsgi_foreach(usl, ud.env_vars) if (ud_appenv_apply(&usl->value, 1, &e) < 0) ud_die(&e);
 	/* The root is nosuid, but binds are not: nothing executed from here on gains privileges. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		ud_dief(errno, "prctl(PR_SET_NO_NEW_PRIVS)");
@@ -249,7 +302,7 @@ static void docker_before_privileges_drop(void)
 static void docker_post_fork(void)
 {
 	ud_error e = {0};
-	if (ud.form == UD_FORM_WORKERS && ud.entered && wants_env() &&
+	if (ud.form == UD_FORM_WORKERS && ud.entered && (wants_env() || ud.env_vars) &&
 	    ud_appenv_refresh_runtimes(&e) < 0)
 		ud_die(&e);
 }

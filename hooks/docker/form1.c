@@ -121,6 +121,9 @@ void ud_form1_ready(void)
 			ud_die(&e);
 	} else
 		ud_stash_drop();
+	/* No uid in the ini: the image's User, or a refusal before any worker exists. */
+	if (ud_image_user_check(&ud.h, 1, &e) < 0)
+		ud_die(&e);
 	for (int i = 0; i < ud.h.n_fds; i++)
 		uwsgi_add_safe_fd(ud.h.fds[i]);
 	char nsbuf[64];

@@ -97,6 +97,8 @@ static void receive(void)
 	close(ud.sock);
 	ud.sock = -1;
 	ud_refuse_own_namespace(&ud.h);
+	if (ud_image_user_check(&ud.h, 1, &e) < 0)
+		ud_die(&e);
 }
 
 void ud_form2_enter(void)

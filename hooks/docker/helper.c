@@ -31,7 +31,7 @@ int ud_helper_deadline_s(void)
 /* argv for the helper (form 1 and docker-image without master). */
 char **ud_helper_argv(const char *pull, const char *pull_if_not)
 {
-	size_t n = 32;
+	size_t n = 40;
 	struct uwsgi_string_list *usl;
 	uwsgi_foreach(usl, ud.binds) n += 2;
 	uwsgi_foreach(usl, ud.ro_binds) n += 2;
@@ -54,6 +54,10 @@ char **ud_helper_argv(const char *pull, const char *pull_if_not)
 		ARG("--read-only");
 	if (ud.no_confine)
 		ARG("--no-confine");
+	if (ud.no_network_files)
+		ARG("--no-network-files");
+	OPT("--shm-size", ud.shm_size);
+	OPT("--user", ud.user);
 	OPT("--mount-api", ud.mount_api);
 	OPT("--layers", ud.layers);
 	OPT("--pull", pull ? (char *)pull : ud.pull);

@@ -28,9 +28,14 @@ struct ud_plugin {
 	int read_only;
 	char *host;
 	char *helper;
-	int env; /* -1: default (on) */
+	int image_env;            /* docker-image-env; -1: default (on) */
+	int image_env_deprecated; /* docker-env = BOOL, the old spelling of it; -1: not given */
+	struct uwsgi_string_list *env_vars; /* docker-env = KEY=VALUE, in order */
 	int allow_root;
 	int no_confine;
+	int no_network_files;
+	char *shm_size;
+	char *user;
 	char *timeout;
 	char *mount_api;
 	char *layers;
@@ -63,6 +68,15 @@ void ud_refuse_own_namespace(const struct ud_handoff *h);
 void ud_chown_sockets(void);
 void ud_enter_image(struct ud_handoff *h, const char *chdir_to);
 int ud_canary_timeout_s(void);
+
+/* optparse.c: option setters that refuse a value they do not understand, in one line. */
+void ud_opt_bool(char *opt, char *value, void *key);
+void ud_opt_env(char *opt, char *value, void *key);
+
+/* The image's User (docker_plugin.c): when the ini names no uid, what h says the processes
+ * that enter it run as; refuses root (unless docker-allow-root) and gid 0 (unless the ini sets
+ * gid, or docker-allow-root). log: one line when the image's User is used. */
+int ud_image_user_check(const struct ud_handoff *h, int log, ud_error *e);
 
 /* form1.c, form2.c */
 void ud_form1_jail(void);

@@ -135,7 +135,7 @@ static void resolved(void)
 	unwatch_helper();
 	ud_handoff_init(&ro.next);
 	if (ud_helper_finish(&ro.run, &ro.next, &e) < 0 ||
-	    ud_handoff_check_foreign(&ro.next, &e) < 0) {
+	    ud_handoff_check_foreign(&ro.next, &e) < 0 || ud_image_user_check(&ro.next, 1, &e) < 0) {
 		stop_rollout(ud_error_text(&e, buf, sizeof(buf)));
 		return;
 	}

@@ -27,6 +27,13 @@ static void check_decoded(const struct ud_handoff *h)
 	fuzz_require(h->n_env == 0 || h->env);
 	for (size_t i = 0; i < h->n_env; i++)
 		fuzz_require(h->env[i] && h->env[i][0] != '=' && strchr(h->env[i], '='));
+	/* The image's User: numbers in range, or a printable reason, never both. */
+	fuzz_require(!h->has_user || (h->uid <= UD_HANDOFF_MAX_ID && h->gid <= UD_HANDOFF_MAX_ID));
+	fuzz_require(h->has_user || (!h->uid && !h->gid));
+	fuzz_require(!(h->has_user && h->user_error));
+	for (const char *c = h->user_error; c && *c; c++)
+		fuzz_require(*c >= 0x20 && *c <= 0x7e);
+	fuzz_require(!h->user_error || h->user_error[0]);
 }
 
 static void check_same(const struct ud_handoff *a, const struct ud_handoff *b)
@@ -35,6 +42,9 @@ static void check_same(const struct ud_handoff *a, const struct ud_handoff *b)
 	fuzz_require(!strcmp(a->workdir, b->workdir) && a->layers == b->layers);
 	fuzz_require(a->n_fds == b->n_fds &&
 		     !memcmp(a->types, b->types, sizeof(a->types[0]) * (size_t)a->n_fds));
+	fuzz_require(a->has_user == b->has_user && a->uid == b->uid && a->gid == b->gid);
+	fuzz_require(!a->user_error == !b->user_error &&
+		     (!a->user_error || !strcmp(a->user_error, b->user_error)));
 	fuzz_require(a->n_env == b->n_env);
 	for (size_t i = 0; i < a->n_env; i++)
 		fuzz_require(!strcmp(a->env[i], b->env[i]));

@@ -57,6 +57,11 @@ HANDOFFS = {
                                                      "env=A=", "workdir="]),
     "no-mnt": handoff([CLONE_NEWIPC], ["image=x", "id=y"]),
     "repeated": handoff([CLONE_NEWNS], ["image=x", "image=y", "id=z"]),
+    "user": handoff([CLONE_NEWNS], ["image=x", "id=y", "user=65534:65534"]),
+    "user-max": handoff([CLONE_NEWNS], ["image=x", "id=y", "user=2147483647:0"]),
+    "user-error": handoff([CLONE_NEWNS], ["image=x", "id=y",
+                                          "user_error=no user 'ghost' in the image's /etc/passwd"]),
+    "user-both": handoff([CLONE_NEWNS], ["image=x", "id=y", "user=1:1", "user_error=x"]),
 }
 
 JSON = {

@@ -53,7 +53,9 @@ def _tag(images, which):
 
 
 def _image_etc(which):
-    return "etc: image-only passwd " if which == "all" else "etc: passwd "
+    """The image's /etc, and the network files the helper binds over it."""
+    return "etc: hostname hosts image-only passwd resolv.conf " if which == "all" else \
+        "etc: hostname hosts passwd resolv.conf "
 
 
 @pytest.mark.parametrize("api", MOUNT_APIS)
@@ -69,7 +71,7 @@ def test_special_fs_symlinks(images, host_guard, which, api):
     assert "mnt /dev tmpfs" in lines, lines
     assert "mnt /sys sysfs" in lines, lines
     etc = [l for l in lines if l.startswith("etc: ")]
-    assert etc == [_image_etc(which)], lines   # the image's /etc, nothing mounted over it
+    assert etc == [_image_etc(which)], lines   # the image's /etc, nothing else over it
 
 
 @pytest.mark.parametrize("which", ["proc", "dev", "sys"])
@@ -141,7 +143,9 @@ def test_bind_target_through_symlink(images, host_guard, scratch, kind, target, 
     want = "" if kind == "tmpfs" else "hostfile "
     assert lines[0] == f"dst: {want}", lines
     assert lines[1] == f"real: {want}", lines
-    etc = {"/etc": want, "/etc/sub": "image-only passwd sub "}.get(lands, "image-only passwd ")
+    image_etc = "hostname hosts image-only passwd resolv.conf "  # with the network files
+    etc = {"/etc": want, "/etc/sub": "hostname hosts image-only passwd resolv.conf sub "}.get(
+        lands, image_etc)
     assert lines[2] == f"etc: {etc}", lines
     assert sorted(os.listdir(src)) == ["hostfile"]
 
@@ -316,9 +320,9 @@ def test_device_node_in_the_image_cannot_be_opened(privileged_image, api):
 WORKDIRS = {
     "/proc/1/root/etc": None,        # a magic link to the host's root (the host's pid 1)
     "/proc/self/cwd": None,          # a magic link to wherever the helper stands
-    "/wd-rel": ("/etc", "image-only passwd"),        # -> ../../../../etc, inside the root
+    "/wd-rel": ("/etc", "hostname hosts image-only passwd resolv.conf"),        # -> ../../../../etc, inside the root
     "/wd-abs/": ("/usr", "image-usr"),               # -> /usr, inside the root
-    "/../../../etc": ("/etc", "image-only passwd"),
+    "/../../../etc": ("/etc", "hostname hosts image-only passwd resolv.conf"),
     "/wd-canary": None,              # -> the host's canary directory: dangles inside
 }
 

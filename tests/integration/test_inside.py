@@ -7,10 +7,10 @@ import stat
 
 import pytest
 
-from udlib import (MOUNT_APIS, without_confine, by_mountpoint, describe, image_top_level, inside,
+from udlib import (MOUNT_APIS, NETWORK_FILES, without_confine, by_mountpoint, describe, image_top_level, inside,
                    layers_snapshot, assert_layers_unchanged, layer_dirs, parse_mountinfo, run)
 
-SPECIAL_MOUNTS = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"}
+SPECIAL_MOUNTS = {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"} | NETWORK_FILES
 
 
 @pytest.fixture(params=MOUNT_APIS)
@@ -173,7 +173,7 @@ def test_no_host_paths_visible(images, api, scratch, session_dir):
     assert "VISIBLE" not in out, out
     lines = out.splitlines()
     root = set(lines[0].split()[1:]) - {".", ".."}
-    expected = image_top_level(images.info[images.layers]) | {"proc", "dev", "sys"}
+    expected = image_top_level(images.info[images.layers]) | {"proc", "dev", "sys", "etc"}
     assert root == expected, f"inside: {sorted(root)}, image: {sorted(expected)}"
     assert set(lines[1].split()[1:]) == {".", ".."}, out
 

@@ -10,7 +10,8 @@ import pytest
 
 from udlib import (HELPER, MOUNT_APIS, STORAGE, assert_layers_unchanged, describe, error_line,
                    helper_env, host_mount_table, host_mounts, inside, kept_dirs, layer_dirs,
-                   layers_snapshot, parse_mountinfo, run, without_confine)
+                   layers_snapshot, parse_mountinfo, run, without_confine, NETWORK_FILES,
+                   NETWORK_FILE_MOUNTS)
 
 
 def _readline(proc, timeout):
@@ -62,9 +63,11 @@ def test_print_plan_defaults(images):
     assert "UDTEST_SPACED=a b  c" in plan["env"]
     mounts = plan["mounts"]
     assert [(m["type"], m["dst"]) for m in mounts] == [
-        ("overlay", "/"), ("proc", "/proc"), ("dev", "/dev"), ("sys", "/sys")], mounts
+        ("overlay", "/"), ("proc", "/proc"), ("dev", "/dev"), ("sys", "/sys")] + \
+        NETWORK_FILE_MOUNTS, mounts
     assert mounts[0]["readonly"] is False
     assert mounts[3]["readonly"] is True
+    assert all(m["readonly"] for m in mounts[4:]), mounts
 
 
 def test_print_plan_with_options(images, scratch):
@@ -82,11 +85,11 @@ def test_print_plan_with_options(images, scratch):
     assert plan["workdir"] == ""
     mounts = plan["mounts"]
     assert [(m["type"], m["dst"]) for m in mounts] == [
-        ("overlay", "/"), ("dev", "/dev"), ("sys", "/sys"), ("bind", "/in"), ("bind", b),
-        ("tmpfs", "/scratch")], mounts
+        ("overlay", "/"), ("dev", "/dev"), ("sys", "/sys")] + NETWORK_FILE_MOUNTS + [
+        ("bind", "/in"), ("bind", b), ("tmpfs", "/scratch")], mounts
     assert mounts[0]["readonly"] is True
-    assert mounts[3]["src"] == a and mounts[3]["readonly"] is False
-    assert mounts[4]["src"] == b and mounts[4]["readonly"] is True
+    assert mounts[6]["src"] == a and mounts[6]["readonly"] is False
+    assert mounts[7]["src"] == b and mounts[7]["readonly"] is True
 
 
 def test_print_rw_path_creates_nothing(images, scratch):
@@ -172,8 +175,8 @@ def test_pin_then_nsenter_then_umount(images, scratch):
         assert nsenter("cat", "/data/keep") == "keep\n"
         out = nsenter("/bin/sh", "-c", "cat /proc/self/mountinfo")
         mounts = parse_mountinfo(out)
-        assert set(without_confine(m.mountpoint for m in mounts)) == {"/", "/proc", "/dev", "/dev/pts", "/dev/shm",
-                                                   "/sys"}, out
+        assert set(without_confine(m.mountpoint for m in mounts)) == {
+            "/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/sys"} | NETWORK_FILES, out
         assert [m for m in mounts if m.mountpoint == "/"][0].fstype == "overlay"
         # The namespace (and its tmpfs rw layer) lives on between entries while pinned.
         nsenter("/bin/sh", "-c", "echo pinned > /pinfile")

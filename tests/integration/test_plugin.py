@@ -457,7 +457,7 @@ def test_form1_binds_tmpfs_unshare_hostname_and_no_env(plug, plug_images):
         ("docker-tmpfs", "/mnt/tmp"),
         ("docker-unshare", "uts,ipc"),
         ("docker-hostname", "udplug-inside"),
-        ("docker-env", "false"),
+        ("docker-image-env", "false"),
     ]
     u = plug.start(opts, name="form1")
     d = u.wait_ready(port)
@@ -470,7 +470,7 @@ def test_form1_binds_tmpfs_unshare_hostname_and_no_env(plug, plug_images):
         if fstype:
             assert m[1] == fstype, m
     assert "ro" in _mount_at(d, "/mnt/ro")[2].split(","), _mount_at(d, "/mnt/ro")
-    # docker-env = false: none of the image's Env reaches the app
+    # docker-image-env = false: none of the image's Env reaches the app
     for k in plug_images.env[plug_images.v1]:
         assert k not in d["environ"], (k, d["environ"])
     # the binds: a write through the rw bind lands on the host; the ro bind refuses writes

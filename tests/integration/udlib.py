@@ -336,6 +336,12 @@ CONFINE_POINTS = frozenset([
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"])
 
 
+# The files the helper binds read-only over the image's (docker run's network files).
+NETWORK_FILES = frozenset(["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"])
+NETWORK_FILE_MOUNTS = [("file", "/etc/hosts"), ("file", "/etc/resolv.conf"),
+                       ("file", "/etc/hostname")]
+
+
 def without_confine(points):
     """Mount points minus the confinement's (a list keeps its order and duplicates)."""
     return [p for p in points if p not in CONFINE_POINTS]

@@ -240,6 +240,12 @@ static void test_usage_errors(void **state)
 	USAGE_ERROR("--send-to-uid goes with --send-to", "--send-to-uid", "3", "--print", "i");
 	USAGE_ERROR("cannot be combined with --unshare", "--pin", "/p", "--unshare", "net", "i");
 	USAGE_ERROR("nothing to do", "i");
+	USAGE_ERROR("--user: user 'a b' has whitespace", "--user", "a b", "--print", "i");
+	USAGE_ERROR("--user: user 'a:b:c': expected USER[:GROUP]", "-u", "a:b:c", "--print", "i");
+	USAGE_ERROR("--user: user ':0': expected USER[:GROUP]", "--user", ":0", "--print", "i");
+	USAGE_ERROR("out of range", "--user", "4294967296", "--print", "i");
+	USAGE_ERROR("--env 'A': expected KEY=VALUE", "--env", "A", "--print", "i");
+	USAGE_ERROR("--env '=x': expected KEY=VALUE", "-e", "=x", "--print", "i");
 	/* Run from uWSGI: the inherited socket is the mode. */
 	struct ud_cli c;
 	ud_error e;
@@ -247,6 +253,28 @@ static void test_usage_errors(void **state)
 	assert_int_equal(parse(&c, &e, "i", NULL), UD_CLI_RUN);
 	ud_cli_free(&c);
 	unsetenv(UD_FD_ENV);
+}
+
+/* --user is kept as given (resolved inside the image later); --env entries in order. */
+static void test_user_and_env(void **state)
+{
+	(void)state;
+	struct ud_cli c;
+	ud_error e;
+	assert_int_equal(parse(&c, &e, "--print", "i", NULL), UD_CLI_RUN);
+	assert_null(c.o.user);
+	assert_int_equal(c.o.n_env, 0);
+	ud_cli_free(&c);
+	assert_int_equal(parse(&c, &e, "-u", "app:staff", "-e", "A=1", "--env", "B=x=y", "-e",
+			       "A=", "--print", "i", NULL),
+			 UD_CLI_RUN);
+	assert_string_equal(c.o.user, "app:staff");
+	assert_int_equal(c.o.n_env, 3);
+	assert_string_equal(c.o.env[0], "A=1");
+	assert_string_equal(c.o.env[1], "B=x=y");
+	assert_string_equal(c.o.env[2], "A=");
+	ud_cli_free(&c);
+	assert_null(c.o.env);
 }
 
 int main(void)
@@ -260,6 +288,7 @@ int main(void)
 		cmocka_unit_test(test_usage_from_the_tables),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_usage_errors),
+		cmocka_unit_test(test_user_and_env),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -306,6 +306,13 @@ static void check_payload_fields(const struct ud_handoff *got, const struct ud_h
 		assert_non_null(got->env[i]);
 		assert_string_equal(got->env[i], want->env[i]);
 	}
+	assert_int_equal(got->has_user, want->has_user);
+	assert_int_equal(got->uid, want->uid);
+	assert_int_equal(got->gid, want->gid);
+	if (want->user_error)
+		assert_string_equal(got->user_error, want->user_error);
+	else
+		assert_null(got->user_error);
 }
 
 /* ---- init / free ------------------------------------------------------------------------------- */
@@ -623,6 +630,102 @@ static void test_decode_unknown_key(void **state)
 	print_message("    (unknown payload key: %s)\n", r == 0 ? "ignored" : "refused");
 	ud_handoff_free(&d);
 	free(m);
+}
+
+/* ---- the image's User: user=UID:GID or user_error=TEXT ----------------------------------------- */
+
+static void round_trip_user(struct ud_handoff *h)
+{
+	h->n_fds = 1;
+	h->types[0] = CLONE_NEWNS;
+	unsigned char *buf = NULL;
+	size_t len = 0;
+	ud_error e;
+	if (ud_handoff_encode(h, &buf, &len, &e) != 0)
+		fail_msg("encode: %s", e.msg);
+	struct ud_handoff d;
+	ud_handoff_init(&d);
+	if (ud_handoff_decode(buf, len, 1, &d, &e) != 0)
+		fail_msg("decode: %s", e.msg);
+	check_payload_fields(&d, h);
+	ud_handoff_free(&d);
+	free(buf);
+}
+
+static void test_user_round_trip(void **state)
+{
+	(void)state;
+	struct ud_handoff h;
+	fill_handoff(&h);
+	round_trip_user(&h); /* none: an older helper's message, or an image without User */
+	h.has_user = 1;
+	h.uid = 65534;
+	h.gid = 0;
+	round_trip_user(&h);
+	h.uid = h.gid = UD_HANDOFF_MAX_ID;
+	round_trip_user(&h);
+	h.has_user = 0;
+	h.uid = h.gid = 0;
+	h.user_error = strdup("no user 'ghost' in the image's /etc/passwd");
+	round_trip_user(&h);
+	/* Out of range is refused when encoding, never sent. */
+	free(h.user_error);
+	h.user_error = NULL;
+	h.has_user = 1;
+	h.uid = UD_HANDOFF_MAX_ID + 1U;
+	unsigned char *buf = NULL;
+	size_t len;
+	ud_error e;
+	assert_int_equal(ud_handoff_encode(&h, &buf, &len, &e), -1);
+	assert_null(buf);
+	ud_handoff_free(&h);
+}
+
+static void test_user_forged(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {
+		"user=1",
+		"user=1:",
+		"user=:1",
+		"user=1:2:3",
+		"user=-1:0",
+		"user=+1:0",
+		"user= 1:0",
+		"user=2147483648:0",
+		"user=0:99999999999",
+		"user=0x1:0",
+		"user_error=",
+		"user_error=line\nbreak",
+		"user_error=\x1b[31m",
+		"user_error=\xc3\xa9",
+	};
+	static const char head[] = "image=a\0id=b\0";
+	uint32_t t1[] = {CLONE_NEWNS};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char pl[128];
+		size_t n = sizeof(head) - 1;
+		memcpy(pl, head, n);
+		size_t l = strlen(bad[i]);
+		memcpy(pl + n, bad[i], l);
+		n += l;
+		pl[n++] = '\0';
+		size_t len;
+		unsigned char *m = forge("UDNS", 1, 1, (uint32_t)n, 0, t1, 1, pl, n, &len);
+		expect_decode_fails(bad[i], m, len, 1);
+		free(m);
+	}
+	static const char twice[] = "image=a\0id=b\0user=1:1\0user=2:2\0";
+	static const char both[] = "image=a\0id=b\0user=1:1\0user_error=x\0";
+	static const char *const pls[] = {twice, both};
+	static const size_t lens[] = {sizeof(twice) - 1, sizeof(both) - 1};
+	for (size_t i = 0; i < 2; i++) {
+		size_t len;
+		unsigned char *m =
+			forge("UDNS", 1, 1, (uint32_t)lens[i], 0, t1, 1, pls[i], lens[i], &len);
+		expect_decode_fails(i ? "user and user_error" : "user twice", m, len, 1);
+		free(m);
+	}
 }
 
 /* ---- real round trip over socketpairs ---------------------------------------------------------- */
@@ -1224,6 +1327,8 @@ int main(void)
 		cmocka_unit_test(test_encode_too_big),
 		cmocka_unit_test(test_decode_forged),
 		cmocka_unit_test(test_decode_unknown_key),
+		cmocka_unit_test(test_user_round_trip),
+		cmocka_unit_test(test_user_forged),
 		cmocka_unit_test(test_round_trip_seqpacket),
 		cmocka_unit_test(test_round_trip_stream),
 		cmocka_unit_test(test_round_trip_mnt_only_big_env),

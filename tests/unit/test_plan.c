@@ -15,7 +15,9 @@
 
 #include "docker.h"
 #include "error.h"
+#include "netfiles.h"
 #include "plan.h"
+#include "tmpfsopt.h"
 
 /* ---- fixtures: a hand-built image and default options ------------------------------------------ */
 
@@ -50,8 +52,10 @@ static struct ud_options default_options(void)
 	o.timeout_ms = 10000;
 	o.rw = UD_RW_TMPFS;
 	o.mount_api = UD_API_AUTO;
-	/* Most tests look at the plan's own mounts; test_plan_confine* add the confinement. */
+	/* Most tests look at the plan's own mounts; test_plan_confine* add the confinement,
+	 * test_plan_network_files the network files. */
 	o.no_confine = true;
+	o.no_network_files = true;
 	return o;
 }
 
@@ -733,6 +737,139 @@ static void test_plan_overlay_cache_links(void **state)
 	ud_plan_free(&p);
 }
 
+/* ---- issue 12: network files, tmpfs options, user, /dev/shm --------------------------------- */
+
+static void test_plan_network_files(void **state)
+{
+	(void)state;
+	struct ud_image img = test_image();
+	struct ud_host_net hn = {.resolv = "nameserver 127.0.0.53\nnameserver 192.0.2.1\n",
+				 .resolved = NULL, .nodename = "hostbox"};
+	struct ud_op binds[] = {{.type = UD_OP_BIND, .src = "/h", .dst = "/etc/hosts", .readonly = true}};
+	struct ud_options o = default_options();
+	o.no_network_files = false;
+	o.no_confine = false;
+	o.host_net = &hn;
+	o.binds = binds;
+	o.n_binds = 1;
+	struct ud_plan p;
+	build_ok(&o, &img, &p);
+	/* after the special filesystems and the confinement, before the user's mounts (which
+	 * may replace one of them) */
+	size_t first = 0;
+	while (first < p.n_ops && p.ops[first].type != UD_OP_FILE)
+		first++;
+	assert_true(first + 3 < p.n_ops);
+	assert_int_equal(p.ops[first - 1].type, UD_OP_READONLY);
+	static const char *const dst[] = {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"};
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(p.ops[first + i].type, UD_OP_FILE);
+		assert_string_equal(p.ops[first + i].dst, dst[i]);
+		assert_true(p.ops[first + i].readonly);
+	}
+	assert_int_equal(p.ops[first + 3].type, UD_OP_BIND);
+	assert_non_null(strstr(p.ops[first].data, "127.0.0.1\tlocalhost\n"));
+	assert_non_null(strstr(p.ops[first].data, "127.0.1.1\thostbox\n"));
+	/* the host's network: the host's file as it is */
+	assert_string_equal(p.ops[first + 1].data, hn.resolv);
+	assert_string_equal(p.ops[first + 2].data, "hostbox\n");
+	ud_plan_free(&p);
+
+	/* a network namespace and a hostname of its own */
+	o.unshare_flags = CLONE_NEWNET | CLONE_NEWUTS;
+	o.hostname = "app.example";
+	build_ok(&o, &img, &p);
+	const struct ud_op *f = &p.ops[first];
+	assert_non_null(strstr(f[0].data, "127.0.1.1\tapp.example app\n"));
+	assert_null(strstr(f[0].data, "hostbox"));
+	assert_string_equal(f[1].data, "nameserver 192.0.2.1\n");
+	assert_string_equal(f[2].data, "app.example\n");
+	json_object *j = plan_json(&p);
+	json_object *hosts = json_object_array_get_idx(get(j, "mounts"), 4);
+	assert_string_equal(get_str(hosts, "type"), "file");
+	assert_string_equal(get_str(hosts, "content"), f[0].data);
+	json_object_put(j);
+	ud_plan_free(&p);
+
+	/* no host files given: an empty resolv.conf on the host's network */
+	o.host_net = NULL;
+	o.unshare_flags = 0;
+	o.hostname = NULL;
+	build_ok(&o, &img, &p);
+	assert_string_equal(p.ops[first + 1].data, "");
+	ud_plan_free(&p);
+}
+
+static void test_plan_hostname_is_one_word(void **state)
+{
+	(void)state;
+	struct ud_image img = test_image();
+	struct ud_options o = default_options();
+	o.unshare_flags = CLONE_NEWUTS;
+	static const char *const bad[] = {"a b", "a\nb", "#x", "a\tb", "\x7f"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ud_plan p;
+		ud_error e;
+		o.hostname = bad[i];
+		assert_int_equal(ud_plan_build(&o, &img, NULL, &p, &e), -1);
+		assert_int_equal(e.status, UD_EXIT_USAGE);
+		ud_plan_free(&p);
+	}
+}
+
+static void test_plan_tmpfs_user_shm(void **state)
+{
+	(void)state;
+	struct ud_image img = test_image();
+	img.user = "nobody";
+	struct ud_op t;
+	ud_error e;
+	assert_int_equal(ud_tmpfs_parse("/s:size=1m,ro", "tmpfs", &t, &e), 0);
+	struct ud_op binds[] = {t, {.type = UD_OP_TMPFS, .dst = "/plain"}};
+	struct ud_options o = default_options();
+	o.binds = binds;
+	o.n_binds = 2;
+	struct ud_plan p;
+	build_ok(&o, &img, &p);
+	const struct ud_op *a = &p.ops[p.n_ops - 2], *b = &p.ops[p.n_ops - 1];
+	assert_string_equal(a->data, "mode=1777,size=1m");
+	assert_int_equal(a->attrs, UD_TMPFS_DEFAULT_ATTRS | MOUNT_ATTR_RDONLY);
+	assert_true(a->readonly);
+	/* a tmpfs op made by hand: docker run's defaults */
+	assert_string_equal(b->data, "mode=1777");
+	assert_int_equal(b->attrs, UD_TMPFS_DEFAULT_ATTRS);
+	assert_string_equal(p.user, "nobody");
+	assert_int_equal(p.shm_size, UD_SHM_DEFAULT);
+	json_object *j = plan_json(&p);
+	assert_string_equal(get_str(j, "user"), "nobody");
+	assert_int_equal(json_object_get_int64(get(j, "shm_size")), 64 << 20);
+	json_object *m = json_object_array_get_idx(get(j, "mounts"), 4);
+	assert_string_equal(get_str(m, "options"), "mode=1777,size=1m");
+	json_object *fl = get(m, "flags");
+	assert_int_equal(json_object_array_length(fl), 4);
+	assert_string_equal(json_object_get_string(json_object_array_get_idx(fl, 0)), "ro");
+	json_object_put(j);
+	ud_plan_free(&p);
+
+	/* --user wins over the image's User; an empty image User is none */
+	o.user = "app:app";
+	o.shm_size = 1 << 20;
+	build_ok(&o, &img, &p);
+	assert_string_equal(p.user, "app:app");
+	assert_int_equal(p.shm_size, 1 << 20);
+	ud_plan_free(&p);
+	o.user = NULL;
+	img.user = "";
+	build_ok(&o, &img, &p);
+	assert_null(p.user);
+	j = plan_json(&p);
+	assert_true(json_object_is_type(get(j, "user"), json_type_null));
+	json_object_put(j);
+	ud_plan_free(&p);
+	free(t.dst);
+	free(t.data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -753,6 +890,9 @@ int main(void)
 		cmocka_unit_test(test_plan_rw_path_root_refused),
 		cmocka_unit_test(test_plan_overlay_lowers),
 		cmocka_unit_test(test_plan_overlay_cache_links),
+		cmocka_unit_test(test_plan_network_files),
+		cmocka_unit_test(test_plan_hostname_is_one_word),
+		cmocka_unit_test(test_plan_tmpfs_user_shm),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -176,7 +176,8 @@ static void test_hand_off(void **state)
 	int sv[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
 	ud_error e = {0};
-	assert_int_equal(ud_sockets_hand_off(sv[0], &img, &ns, &e), 0);
+	struct ud_handoff_user user = {.has = true, .uid = 65534, .gid = 0};
+	assert_int_equal(ud_sockets_hand_off(sv[0], &img, &ns, &user, &e), 0);
 	struct ud_handoff h;
 	ud_handoff_init(&h);
 	assert_int_equal(ud_handoff_recv(sv[1], &h, 2000, &e), 0);
@@ -186,6 +187,7 @@ static void test_hand_off(void **state)
 	assert_int_equal(h.layers, 3);
 	assert_int_equal(h.n_env, 2);
 	assert_string_equal(h.env[1], "B=2");
+	assert_true(h.has_user && h.uid == 65534 && h.gid == 0 && !h.user_error);
 	assert_int_equal(h.n_fds, 1);
 	assert_int_equal(h.types[0], CLONE_NEWNS);
 	ud_handoff_free(&h);
