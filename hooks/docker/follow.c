@@ -9,6 +9,7 @@
 #include "plugin.h"
 
 #include <sys/random.h>
+#include <sys/timerfd.h>
 
 #include "util.h"
 
@@ -20,10 +21,12 @@ static struct {
 	enum fphase phase;
 	long long interval_ms, next_ms, roll_started_ms;
 	int backoff, fail_kind;
+	int timer;  /* wakes the master's loop when a check is due (its cycle is a second) */
+	int queued; /* timer in the master's event queue */
 	struct ud_helper_run run;
 	char *argv[16];
 	char serving[96], target[96], failed[96];
-} fo = {.run = UD_HELPER_RUN_INIT, .backoff = 1};
+} fo = {.run = UD_HELPER_RUN_INIT, .backoff = 1, .timer = -1};
 
 /* "30s", "5m", "1h", "90" (seconds). */
 static long long parse_interval(const char *s)
@@ -40,15 +43,28 @@ static long long parse_interval(const char *s)
 	return v * unit;
 }
 
-/* Between 3/4 and 5/4 of the interval times the back-off. */
-static void schedule(void)
+static long long jittered(long long span, long long lo_pct, long long hi_pct)
 {
 	uint32_t r = 0;
 	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
 		r = (uint32_t)ud_now_ms();
-	long long span = fo.interval_ms * fo.backoff;
-	fo.next_ms = ud_now_ms() + span * 3 / 4 + (long long)(r % 1000) * span / 2000;
+	return span * lo_pct / 100 + (long long)(r % 1000) * span * (hi_pct - lo_pct) / 100000;
+}
+
+static void arm(long long in_ms)
+{
+	fo.next_ms = ud_now_ms() + in_ms;
 	fo.phase = F_WAIT;
+	struct itimerspec it = {.it_value = {in_ms / 1000, (in_ms % 1000) * 1000000 + 1}};
+	if (fo.timer >= 0)
+		timerfd_settime(fo.timer, 0, &it, NULL);
+}
+
+/* Within a tenth of the interval (times the back-off) either way: hosts that start together
+ * drift apart, and none waits much longer than its interval. */
+static void schedule(void)
+{
+	arm(jittered(fo.interval_ms * fo.backoff, 90, 110));
 }
 
 static void build_argv(void)
@@ -88,7 +104,12 @@ void ud_follow_init(void)
 			"drop docker-follow",
 			ud.image);
 	build_argv();
-	schedule();
+	/* uwsgi_setup_inherited_sockets() closes unknown fds after a re-exec reload. */
+	fo.timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (fo.timer >= 0)
+		uwsgi_add_safe_fd(fo.timer);
+	/* The first check anywhere in the first interval: a fleet started at once asks apart. */
+	arm(jittered(fo.interval_ms, 5, 100));
 }
 
 static void start_check(void)
@@ -102,6 +123,8 @@ static void start_check(void)
 		schedule();
 		return;
 	}
+	/* The master wakes when the check ends, not at its next cycle. */
+	event_queue_add_fd_read(uwsgi.master_queue, fo.run.pidfd);
 	fo.phase = F_CHECKING;
 }
 
@@ -161,6 +184,7 @@ static void checked(void)
 {
 	char out[512], msg[1024];
 	struct answer a;
+	event_queue_del_fd(uwsgi.master_queue, fo.run.pidfd, event_queue_read());
 	int status = ud_helper_finish_plain(&fo.run, out, sizeof(out), msg, sizeof(msg));
 	if ((status != 0 && status != 1) || !parse_answer(out, &a)) {
 		check_failed(status, msg);
@@ -175,6 +199,15 @@ static void checked(void)
 
 void ud_follow_master_cycle(void)
 {
+	if (fo.phase == F_OFF)
+		return;
+	if (!fo.queued && fo.timer >= 0 && uwsgi.master_queue >= 0) {
+		event_queue_add_fd_read(uwsgi.master_queue, fo.timer);
+		fo.queued = 1;
+	}
+	uint64_t ticks;
+	if (fo.timer >= 0 && read(fo.timer, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		ud_closep(&fo.timer); /* cannot be: falls back on the master's cycle */
 	if (fo.phase == F_WAIT && ud_now_ms() >= fo.next_ms && ud_rollout_idle() &&
 	    !uwsgi_instance_is_reloading && !uwsgi_instance_is_dying)
 		start_check();
@@ -205,6 +238,7 @@ void ud_follow_rollout_ended(int ok, long long prepared_ms)
 /* A worker, right after fork: it keeps nothing of a check in flight. */
 void ud_follow_forget(void)
 {
+	ud_closep(&fo.timer);
 	ud_closep(&fo.run.sock);
 	ud_closep(&fo.run.err);
 	ud_closep(&fo.run.out);
