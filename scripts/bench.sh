@@ -697,3 +697,4 @@ echo
 # Longest gap across a rollout vs full reloads (form 1, plain uWSGI), then a soak of BENCH_SOAK full
 # reloads + BENCH_SOAK rollouts (default 30 each) against the same on plain uWSGI.
 "$PY" "$SCRIPTS/bench_rollout.py" "$HELPER"
+"$PY" "$SCRIPTS/bench_density.py" "$HELPER"
