@@ -14,10 +14,12 @@
  * `uwsgi` is touched, compares it with the running binary's. Only functions are called here,
  * found by name: never a field at a guessed offset. */
 #include <dlfcn.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "abi.h"
 
@@ -91,20 +93,113 @@ static void md5_update(struct md5 *m, const void *data, size_t n)
 	}
 }
 
+#define MD5_INIT {.h = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476}}
+
 /* hex: 33 bytes, the md5 in lowercase hex as md5sum prints it. */
-static void md5_hex(const void *data, size_t n, const void *tail, size_t tail_n, char *hex)
+static void md5_finish(struct md5 *m, char *hex)
 {
-	struct md5 m = {.h = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476}};
-	md5_update(&m, data, n);
-	md5_update(&m, tail, tail_n);
-	uint64_t bits = m.len * 8;
+	uint64_t bits = m->len * 8;
 	unsigned char pad[72] = {0x80}, len_le[8];
-	md5_update(&m, pad, (m.len % 64 < 56 ? 56 : 120) - m.len % 64);
+	md5_update(m, pad, (m->len % 64 < 56 ? 56 : 120) - m->len % 64);
 	for (int i = 0; i < 8; i++)
 		len_le[i] = (unsigned char)(bits >> (8 * i));
-	md5_update(&m, len_le, 8);
+	md5_update(m, len_le, 8);
 	for (int i = 0; i < 16; i++)
-		snprintf(hex + 2 * i, 3, "%02x", (unsigned)(m.h[i / 4] >> (8 * (i % 4))) & 0xffU);
+		snprintf(hex + 2 * i, 3, "%02x", (unsigned)(m->h[i / 4] >> (8 * (i % 4))) & 0xffU);
+}
+
+static void md5_hex(const void *data, size_t n, const void *tail, size_t tail_n, char *hex)
+{
+	struct md5 m = MD5_INIT;
+	md5_update(&m, data, n);
+	md5_update(&m, tail, tail_n);
+	md5_finish(&m, hex);
+}
+
+/* ---------------------------------------------------------------- the running uwsgi.h
+ *
+ * uwsgi_get_dot_h() decodes the hex string the binary carries (uwsgi_dot_h) with one sscanf()
+ * per byte: about 10 ms of CPU at every load of the plugin, which every vassal of an Emperor
+ * pays. The same bytes are hashed here as they are decoded and inflated, a few KB at a time, by
+ * the zlib the binary links (uWSGI built with zlib, as Debian's is, stores the header deflated;
+ * without, the hex is the header itself): no copy of the header is made. Anything unexpected,
+ * and uwsgi_get_dot_h() answers after all. */
+static int hex_val(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+					      : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Up to cap bytes of hex[*pos..n) into buf: their count, -1 at a character that is no digit. */
+static long unhex(const char *hex, size_t n, size_t *pos, unsigned char *buf, size_t cap)
+{
+	size_t k = 0;
+	for (; *pos + 1 < n && k < cap; *pos += 2) {
+		int hi = hex_val(hex[*pos]), lo = hex_val(hex[*pos + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		buf[k++] = (unsigned char)(hi << 4 | lo);
+	}
+	return (long)k;
+}
+
+struct zlib_api {
+	int (*init)(z_streamp, const char *, int);
+	int (*inflate)(z_streamp, int);
+	int (*end)(z_streamp);
+};
+
+/* in[0..k) through inflate() into the md5: Z_OK while more may come, Z_STREAM_END, or an error. */
+static int inflate_into(const struct zlib_api *z, z_stream *zs, unsigned char *in, long k,
+			struct md5 *m)
+{
+	unsigned char out[16384];
+	int r;
+	zs->next_in = in;
+	zs->avail_in = (uInt)k;
+	do {
+		zs->next_out = out;
+		zs->avail_out = sizeof(out);
+		r = z->inflate(zs, Z_NO_FLUSH);
+		if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR)
+			return r;
+		md5_update(m, out, sizeof(out) - zs->avail_out);
+	} while (zs->avail_out == 0 && r != Z_STREAM_END);
+	return r == Z_BUF_ERROR ? Z_OK : r;
+}
+
+/* The md5 of what `uwsgi --dot-h` prints (the header, a newline) into running: 0, or -1. */
+static int dot_h_md5(char *running)
+{
+	char **hex = dlsym(RTLD_DEFAULT, "uwsgi_dot_h");
+	struct zlib_api z;
+	*(void **)&z.init = dlsym(RTLD_DEFAULT, "inflateInit_");
+	*(void **)&z.inflate = dlsym(RTLD_DEFAULT, "inflate");
+	*(void **)&z.end = dlsym(RTLD_DEFAULT, "inflateEnd");
+	size_t n = hex && *hex ? strlen(*hex) : 0, pos = 0;
+	unsigned char in[4096];
+	long k = n >= 4 && n % 2 == 0 ? unhex(*hex, n, &pos, in, sizeof(in)) : -1;
+	/* A zlib stream starts with CMF 0x78 and a check (RFC 1950); a header starts with text. */
+	bool deflated = k >= 2 && in[0] == 0x78 && (in[0] << 8 | in[1]) % 31 == 0;
+	z_stream zs = {0};
+	if (k < 2 || (deflated && (!z.init || !z.inflate || !z.end ||
+				   z.init(&zs, ZLIB_VERSION, (int)sizeof(zs)) != Z_OK)))
+		return -1;
+	struct md5 m = MD5_INIT;
+	int r = Z_OK;
+	for (; k > 0 && r == Z_OK; k = unhex(*hex, n, &pos, in, sizeof(in))) {
+		if (deflated)
+			r = inflate_into(&z, &zs, in, k, &m);
+		else
+			md5_update(&m, in, (size_t)k);
+	}
+	if (deflated)
+		z.end(&zs);
+	if (k < 0 || (deflated && r != Z_STREAM_END))
+		return -1;
+	md5_update(&m, "\n", 1);
+	md5_finish(&m, running);
+	return 0;
 }
 
 /* 0 when the running uwsgi's ABI is the one this plugin was built for; otherwise -1 with one
@@ -114,21 +209,23 @@ int ud_abi_verify(char *msg, size_t len)
 	static const char how[] =
 		"rebuild the plugin against this uwsgi (make UWSGI=PATH-OF-UWSGI, "
 		"or uwsgi --build-plugin hooks/docker)";
-	/* uWSGI's own prototype (uwsgi.h) lacks (void): looked up, not declared. */
-	char *(*get_dot_h)(void);
-	*(void **)&get_dot_h = dlsym(RTLD_DEFAULT, "uwsgi_get_dot_h");
-	char *dot_h = get_dot_h ? get_dot_h() : NULL;
-	if (!dot_h || !*dot_h) {
-		snprintf(msg, len,
-			 "this uwsgi binary exports no uwsgi.h: cannot check that it is the uWSGI "
-			 "this plugin was built for (ABI %s); %s",
-			 UD_UWSGI_ABI, how);
-		return -1;
-	}
-	/* `uwsgi --dot-h` prints the header and a newline: that output is what Debian hashes. */
 	char running[33];
-	md5_hex(dot_h, strlen(dot_h), "\n", 1, running);
-	free(dot_h);
+	if (dot_h_md5(running) < 0) {
+		/* uWSGI's own prototype (uwsgi.h) lacks (void): looked up, not declared. */
+		char *(*get_dot_h)(void);
+		*(void **)&get_dot_h = dlsym(RTLD_DEFAULT, "uwsgi_get_dot_h");
+		char *dot_h = get_dot_h ? get_dot_h() : NULL;
+		if (!dot_h || !*dot_h) {
+			snprintf(msg, len,
+				 "this uwsgi binary exports no uwsgi.h: cannot check that it is the "
+				 "uWSGI this plugin was built for (ABI %s); %s",
+				 UD_UWSGI_ABI, how);
+			return -1;
+		}
+		/* `uwsgi --dot-h` prints the header and a newline: what Debian hashes. */
+		md5_hex(dot_h, strlen(dot_h), "\n", 1, running);
+		free(dot_h);
+	}
 	if (!strcmp(running, UD_UWSGI_ABI))
 		return 0;
 	snprintf(msg, len,
