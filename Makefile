@@ -14,10 +14,11 @@ PKGS := libcurl json-c libarchive libcrypto mount
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -pthread -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -fstack-protector-strong \
 	  -DUD_VERSION='"$(VERSION)"' $(shell $(PKG_CONFIG) --cflags $(PKGS))
-# libarchive and libmount are dlopen()ed (la.c when an image is exported, lm.c by --gc): not
-# linked, only their headers. The export reads the daemon's stream on a thread of its own
+# libarchive, libmount, libcurl and libcrypto are dlopen()ed (la.c when an image is exported, lm.c
+# by --gc, cu.c by the first request to the daemon, cr.c by an export): not linked, only their
+# headers. The export reads the daemon's stream on a thread of its own
 # (prefetch.c).
-LDLIBS += $(shell $(PKG_CONFIG) --libs $(filter-out libarchive mount,$(PKGS))) -ldl -pthread
+LDLIBS += $(shell $(PKG_CONFIG) --libs $(filter-out libarchive mount libcurl libcrypto,$(PKGS))) -ldl -pthread
 
 ifeq ($(SANITIZE),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -75,7 +76,8 @@ $(HELPER): $(LIB_OBJS) $(B)/obj/main.o
 
 $(B)/tests/%: tests/unit/%.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Isrc -DFIXTURES='"$(CURDIR)/tests/fixtures"' -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Isrc -DFIXTURES='"$(CURDIR)/tests/fixtures"' -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka \
+		$(shell $(PKG_CONFIG) --libs libcrypto)
 
 # The Engine API's pure half (reference grammar, JSON answers) is tested without libcurl.
 DOCKER_PURE_OBJS := $(addprefix $(B)/obj/,reference.o docker_json.o error.o util.o)

@@ -5,7 +5,6 @@
 #include "docker.h"
 
 #include <ctype.h>
-#include <curl/curl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/socket.h>
@@ -14,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cu.h"
 #include "util.h"
 
 #define DEFAULT_SOCKET "/var/run/docker.sock"
@@ -83,7 +83,17 @@ int ud_docker_open(struct ud_docker *d, const char *host, long timeout_ms, ud_er
 	d->timeout_ms = timeout_ms > 0 ? timeout_ms : 10000;
 	if (!d->socket_path)
 		return ud_oom(e);
-	if (curl_global_init(CURL_GLOBAL_NOTHING) != CURLE_OK || !(d->curl = curl_easy_init()))
+	return 0;
+}
+
+/* libcurl is loaded by the first request, not by ud_docker_open(): see cu.h. */
+static int curl_ready(struct ud_docker *d, ud_error *e)
+{
+	if (d->curl)
+		return 0;
+	if (ud_cu_load(e) < 0)
+		return -1;
+	if (!(d->curl = ud_cu.curl_easy_init()))
 		return ud_fail(e, UD_EXIT_REFUSED, 0, "cannot initialise libcurl");
 	return 0;
 }
@@ -91,7 +101,7 @@ int ud_docker_open(struct ud_docker *d, const char *host, long timeout_ms, ud_er
 void ud_docker_close(struct ud_docker *d)
 {
 	if (d->curl)
-		curl_easy_cleanup(d->curl);
+		ud_cu.curl_easy_cleanup(d->curl);
 	free(d->socket_path);
 	free(d->inspect_body);
 	memset(d, 0, sizeof(*d));
@@ -111,17 +121,17 @@ static curl_socket_t open_cloexec_socket(void *userp, curlsocktype purpose,
 static void setup_curl(CURL *c, const struct ud_docker *d, const char *path,
 		       curl_write_callback on_data, void *userp)
 {
-	curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
+	ud_cu.curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
 	char url[2048];
 	snprintf(url, sizeof(url), "http://docker%s", path);
-	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, d->socket_path);
-	curl_easy_setopt(c, CURLOPT_URL, url); /* libcurl keeps its own copy */
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, d->timeout_ms);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, userp);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "uwsgi-docker-rootfs/" UD_VERSION);
+	ud_cu.curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, d->socket_path);
+	ud_cu.curl_easy_setopt(c, CURLOPT_URL, url); /* libcurl keeps its own copy */
+	ud_cu.curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, d->timeout_ms);
+	ud_cu.curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	ud_cu.curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	ud_cu.curl_easy_setopt(c, CURLOPT_WRITEDATA, userp);
+	ud_cu.curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+	ud_cu.curl_easy_setopt(c, CURLOPT_USERAGENT, "uwsgi-docker-rootfs/" UD_VERSION);
 }
 
 /* A status other than 200, with the daemon's own message. */
@@ -147,14 +157,16 @@ static int http_refused(const struct ud_docker *d, const char *path, long status
 /* One GET. path is absolute and already versioned (or not). Returns the HTTP status or -1. */
 static long http_get(struct ud_docker *d, const char *path, struct answer *a, ud_error *e)
 {
-	CURL *c = d->curl;
 	memset(a, 0, sizeof(*a));
-	curl_easy_reset(c);
+	if (curl_ready(d, e) < 0)
+		return -1;
+	CURL *c = d->curl;
+	ud_cu.curl_easy_reset(c);
 	setup_curl(c, d, path, on_body, a);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, d->timeout_ms);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, a);
-	CURLcode rc = curl_easy_perform(c);
+	ud_cu.curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, d->timeout_ms);
+	ud_cu.curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	ud_cu.curl_easy_setopt(c, CURLOPT_HEADERDATA, a);
+	CURLcode rc = ud_cu.curl_easy_perform(c);
 	d->unreachable = rc != CURLE_OK && !a->too_big;
 	if (rc != CURLE_OK) {
 		free(a->body);
@@ -168,10 +180,10 @@ static long http_get(struct ud_docker *d, const char *path, struct answer *a, ud
 				       "daemon at unix://%s did not answer GET %s within %ld ms",
 				       d->socket_path, path, d->timeout_ms);
 		return ud_fail(e, UD_EXIT_DAEMON, 0, "daemon at unix://%s unreachable (GET %s): %s",
-			       d->socket_path, path, curl_easy_strerror(rc));
+			       d->socket_path, path, ud_cu.curl_easy_strerror(rc));
 	}
 	long status = 0;
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	ud_cu.curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	if (!a->body && !(a->body = strdup("")))
 		return ud_oom(e);
 	return status;
@@ -355,6 +367,8 @@ int ud_docker_stream_open(struct ud_docker *d, const char *path, ud_stream **out
 int ud_docker_stream_request(struct ud_docker *d, const char *path, const struct ud_stream_req *rq,
 			     ud_stream **out, ud_error *e)
 {
+	if (ud_cu_load(e) < 0)
+		return -1;
 	struct ud_stream *s = calloc(1, sizeof(*s));
 	if (!s)
 		return ud_oom(e);
@@ -362,9 +376,9 @@ int ud_docker_stream_request(struct ud_docker *d, const char *path, const struct
 	s->method = rq->method;
 	s->any_status = rq->any_status;
 	snprintf(s->path, sizeof(s->path), "%s", path);
-	s->multi = curl_multi_init();
-	s->easy = curl_easy_init();
-	if (rq->header && !(s->headers = curl_slist_append(NULL, rq->header))) {
+	s->multi = ud_cu.curl_multi_init();
+	s->easy = ud_cu.curl_easy_init();
+	if (rq->header && !(s->headers = ud_cu.curl_slist_append(NULL, rq->header))) {
 		ud_stream_close(s);
 		return ud_oom(e);
 	}
@@ -374,15 +388,15 @@ int ud_docker_stream_request(struct ud_docker *d, const char *path, const struct
 	}
 	setup_curl(s->easy, d, path, on_stream, s);
 	if (strcmp(rq->method, "POST") == 0) {
-		curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
-		curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, "");
-		curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, 0L);
+		ud_cu.curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
+		ud_cu.curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, "");
+		ud_cu.curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, 0L);
 	}
-	curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
+	ud_cu.curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
 	/* An export may take long; a stall may not: less than 1 byte/s for the timeout fails. */
-	curl_easy_setopt(s->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(s->easy, CURLOPT_LOW_SPEED_TIME, (d->timeout_ms + 999) / 1000);
-	curl_multi_add_handle(s->multi, s->easy);
+	ud_cu.curl_easy_setopt(s->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	ud_cu.curl_easy_setopt(s->easy, CURLOPT_LOW_SPEED_TIME, (d->timeout_ms + 999) / 1000);
+	ud_cu.curl_multi_add_handle(s->multi, s->easy);
 	clock_gettime(CLOCK_MONOTONIC, &s->last);
 	*out = s;
 	return 0;
@@ -396,13 +410,13 @@ static int stream_pump(ud_stream *s, ud_error *e)
 			return ud_fail(e, UD_EXIT_DAEMON, 0, "%s %s: interrupted", s->method,
 				       s->path);
 		int running = 0;
-		CURLMcode mc = curl_multi_perform(s->multi, &running);
+		CURLMcode mc = ud_cu.curl_multi_perform(s->multi, &running);
 		if (mc != CURLM_OK)
 			return ud_fail(e, UD_EXIT_DAEMON, 0, "%s %s: %s", s->method, s->path,
-				       curl_multi_strerror(mc));
+				       ud_cu.curl_multi_strerror(mc));
 		int left;
 		CURLMsg *m;
-		while ((m = curl_multi_info_read(s->multi, &left)))
+		while ((m = ud_cu.curl_multi_info_read(s->multi, &left)))
 			if (m->msg == CURLMSG_DONE) {
 				s->done = true;
 				s->result = m->data.result;
@@ -422,7 +436,7 @@ static int stream_pump(ud_stream *s, ud_error *e)
 				       s->d->socket_path, s->method, s->path, s->d->timeout_ms);
 		long wait = s->d->timeout_ms - idle;
 		if (!s->done &&
-		    curl_multi_poll(s->multi, NULL, 0, (int)(wait < 1000 ? wait : 1000), NULL) != CURLM_OK)
+		    ud_cu.curl_multi_poll(s->multi, NULL, 0, (int)(wait < 1000 ? wait : 1000), NULL) != CURLM_OK)
 			return ud_fail(e, UD_EXIT_DAEMON, 0, "%s %s: poll failed", s->method, s->path);
 	}
 	return 0;
@@ -435,7 +449,7 @@ long ud_stream_read(ud_stream *s, const void **buf, ud_error *e)
 		return -1;
 	if (!s->checked && (s->len || s->done)) {
 		long status = 0;
-		curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+		ud_cu.curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
 		s->checked = true;
 		s->status = status;
 		if (status != 200 && !s->any_status && !(s->done && s->result != CURLE_OK)) {
@@ -454,14 +468,14 @@ long ud_stream_read(ud_stream *s, const void **buf, ud_error *e)
 		return ud_fail(e, UD_EXIT_DAEMON, 0, "daemon at unix://%s: %s %s: %s",
 			       s->d->socket_path, s->method, s->path,
 			       s->result == CURLE_OPERATION_TIMEDOUT ? "stalled (timed out)"
-								     : curl_easy_strerror(s->result));
+								     : ud_cu.curl_easy_strerror(s->result));
 	return 0;
 }
 
 void ud_stream_interrupt(ud_stream *s)
 {
 	atomic_store(&s->interrupted, true);
-	curl_multi_wakeup(s->multi); /* ends a curl_multi_poll() in progress at once */
+	ud_cu.curl_multi_wakeup(s->multi); /* ends a ud_cu.curl_multi_poll() in progress at once */
 }
 
 long ud_stream_status(const ud_stream *s)
@@ -474,15 +488,15 @@ void ud_stream_close(ud_stream *s)
 	if (!s)
 		return;
 	if (s->multi && s->easy)
-		curl_multi_remove_handle(s->multi, s->easy);
+		ud_cu.curl_multi_remove_handle(s->multi, s->easy);
 	if (s->easy)
-		curl_easy_cleanup(s->easy);
+		ud_cu.curl_easy_cleanup(s->easy);
 	if (s->multi)
-		curl_multi_cleanup(s->multi);
+		ud_cu.curl_multi_cleanup(s->multi);
 	/* The extra header may carry credentials (X-Registry-Auth): wiped, not just freed. */
 	for (struct curl_slist *h = s->headers; h; h = h->next)
 		explicit_bzero(h->data, strlen(h->data));
-	curl_slist_free_all(s->headers);
+	ud_cu.curl_slist_free_all(s->headers);
 	free(s->buf);
 	free(s);
 }

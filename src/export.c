@@ -5,11 +5,11 @@
 #include "export.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cr.h"
 #include "la.h"
 #include "prefetch.h"
 #include "util.h"
@@ -125,7 +125,7 @@ static bool sha256_is(const char *data, size_t len, const char *hex)
 	unsigned char md[32];
 	char got[HEX_LEN + 1];
 	unsigned int mdlen = 0;
-	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+	ud_cr.EVP_Digest(data, len, md, &mdlen, ud_cr.EVP_sha256(), NULL);
 	for (int i = 0; i < 32; i++)
 		snprintf(got + 2 * i, 3, "%02x", md[i]);
 	return strcmp(got, hex) == 0;
@@ -268,7 +268,7 @@ int ud_export_prepare(struct ud_docker *d, struct ud_image *img, const char *cac
 	if (ud_cache_open(&c, cache, e) == 0 &&
 	    ud_cache_lock_prune(&c, false, cache_lock, e) == 0 &&
 	    ud_cache_want_missing(&c, img, &w, e) == 0)
-		r = w.n ? export_layers(d, img, &c, &w, e) : 0;
+		r = !w.n ? 0 : ud_cr_load(e) < 0 ? -1 : export_layers(d, img, &c, &w, e);
 	ud_cache_want_release(&w);
 	ud_cache_close(&c);
 	if (r < 0)

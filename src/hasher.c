@@ -2,12 +2,12 @@
  * it, NULL once hashed; the mutex guards that pointer, the caller's memory is read outside it. */
 #include "hasher.h"
 
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cr.h"
 #include "thread.h"
 
 struct ud_hasher {
@@ -33,7 +33,7 @@ static void *run(void *arg)
 		const void *data = h->data;
 		size_t len = h->len;
 		pthread_mutex_unlock(&h->mu);
-		EVP_DigestUpdate(h->md, data, len);
+		ud_cr.EVP_DigestUpdate(h->md, data, len);
 		pthread_mutex_lock(&h->mu);
 		h->data = NULL;
 		pthread_cond_signal(&h->done);
@@ -47,20 +47,22 @@ static void destroy(struct ud_hasher *h)
 	pthread_cond_destroy(&h->done);
 	pthread_cond_destroy(&h->work);
 	pthread_mutex_destroy(&h->mu);
-	EVP_MD_CTX_free(h->md);
+	ud_cr.EVP_MD_CTX_free(h->md);
 	free(h);
 }
 
 int ud_hasher_start(ud_hasher **out, ud_error *e)
 {
 	*out = NULL;
+	if (ud_cr_load(e) < 0)
+		return -1;
 	struct ud_hasher *h = calloc(1, sizeof(*h));
 	if (!h)
 		return ud_oom(e);
 	pthread_mutex_init(&h->mu, NULL);
 	pthread_cond_init(&h->work, NULL);
 	pthread_cond_init(&h->done, NULL);
-	if (!(h->md = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(h->md, EVP_sha256(), NULL)) {
+	if (!(h->md = ud_cr.EVP_MD_CTX_new()) || !ud_cr.EVP_DigestInit_ex(h->md, ud_cr.EVP_sha256(), NULL)) {
 		destroy(h);
 		return ud_oom(e);
 	}
@@ -98,7 +100,7 @@ void ud_hasher_final(ud_hasher *h, char hex[65])
 {
 	ud_hasher_wait(h); /* the thread is idle from here on: the context is ours */
 	unsigned char digest[32];
-	EVP_DigestFinal_ex(h->md, digest, NULL);
+	ud_cr.EVP_DigestFinal_ex(h->md, digest, NULL);
 	for (int i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
 }

@@ -26,10 +26,12 @@ void ud_lastgood_name(const char *socket_path, const char *ref, char *out, size_
 	snprintf(out, len, "%016llx.json", (unsigned long long)h);
 }
 
-static char *key_line(const char *socket_path, const char *ref)
+/* A stamp (answers.h) says what the answer was true of; a record without is only the last one. */
+static char *key_line(const char *socket_path, const char *ref, const char *stamp)
 {
 	char *k = NULL;
-	if (asprintf(&k, "%s %s\n", socket_path, ref) < 0)
+	if ((stamp && strchr(stamp, '\n')) ||
+	    asprintf(&k, "%s %s%s%s\n", socket_path, ref, stamp ? " " : "", stamp ? stamp : "") < 0)
 		return NULL;
 	return k;
 }
@@ -80,10 +82,10 @@ static int open_dir(const char *dir, int create)
 }
 
 void ud_lastgood_save(const char *dir, const char *socket_path, const char *ref,
-		      const char *body, size_t len)
+		      const char *stamp, const char *body, size_t len)
 {
 	char name[32], tmp[48];
-	ud_autofree char *key = key_line(socket_path, ref);
+	ud_autofree char *key = key_line(socket_path, ref, stamp);
 	ud_autoclose int dfd = open_dir(dir, 1);
 	if (!key || dfd < 0)
 		return;
@@ -104,11 +106,11 @@ void ud_lastgood_save(const char *dir, const char *socket_path, const char *ref,
 		unlinkat(dfd, tmp, 0);
 }
 
-int ud_lastgood_load(const char *dir, const char *socket_path, const char *ref, char **body,
-		     size_t *len, time_t *when, ud_error *e)
+int ud_lastgood_load(const char *dir, const char *socket_path, const char *ref,
+		     const char *stamp, char **body, size_t *len, time_t *when, ud_error *e)
 {
 	char name[32];
-	ud_autofree char *key = key_line(socket_path, ref);
+	ud_autofree char *key = key_line(socket_path, ref, stamp);
 	ud_autoclose int dfd = open_dir(dir, 0);
 	ud_lastgood_name(socket_path, ref, name, sizeof(name));
 	ud_autoclose int fd = dfd >= 0 ? openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
@@ -142,11 +144,11 @@ int ud_lastgood_layers_present(const struct ud_image *img, ud_error *e)
 }
 
 int ud_lastgood_resolve(const char *dir, const char *socket_path, const char *ref,
-			struct ud_image *img, time_t *when, ud_error *e)
+			const char *stamp, struct ud_image *img, time_t *when, ud_error *e)
 {
 	ud_autofree char *body = NULL;
 	size_t len = 0;
-	if (ud_lastgood_load(dir, socket_path, ref, &body, &len, when, e) < 0)
+	if (ud_lastgood_load(dir, socket_path, ref, stamp, &body, &len, when, e) < 0)
 		return -1;
 	if (ud_parse_inspect(body, len, ref, img, e) < 0 || ud_validate_layers(img, e) < 0)
 		return ud_context(e, "the kept resolution of '%s'", ref);

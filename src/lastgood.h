@@ -22,18 +22,19 @@
 void ud_lastgood_name(const char *socket_path, const char *ref, char *out, size_t len);
 
 /* Keeps body as the answer for (socket_path, ref) in dir: written only when it changed, replaced
- * atomically. Best effort: a failure costs only the fallback. */
+ * atomically. Best effort: a failure costs only the fallback. A stamp (NULL for none; no
+ * newline) is part of the record's key: answers.h keeps its records this way. */
 void ud_lastgood_save(const char *dir, const char *socket_path, const char *ref,
-		      const char *body, size_t len);
+		      const char *stamp, const char *body, size_t len);
 
-/* The answer kept for (socket_path, ref), malloc'ed in *body (NUL-terminated), and when it was
- * written. UD_EXIT_DAEMON when there is none. */
-int ud_lastgood_load(const char *dir, const char *socket_path, const char *ref, char **body,
-		     size_t *len, time_t *when, ud_error *e);
+/* The answer kept for (socket_path, ref) under the same stamp, malloc'ed in *body
+ * (NUL-terminated), and when it was written. UD_EXIT_DAEMON when there is none. */
+int ud_lastgood_load(const char *dir, const char *socket_path, const char *ref,
+		     const char *stamp, char **body, size_t *len, time_t *when, ud_error *e);
 
 /* The kept answer parsed and checked as a fresh one (ud_parse_inspect, ud_validate_layers). */
 int ud_lastgood_resolve(const char *dir, const char *socket_path, const char *ref,
-			struct ud_image *img, time_t *when, ud_error *e);
+			const char *stamp, struct ud_image *img, time_t *when, ud_error *e);
 
 /* Every layer directory of a kept answer is still there (the daemon may have deleted an image
  * while it was down, or before): for --layers direct, which has no snapshot to fall back on. */

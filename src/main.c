@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "answers.h"
 #include "cli.h"
 #include "check.h"
 #include "command.h"
@@ -43,6 +44,7 @@ struct run {
 	struct ud_host_net host_net;   /* what the network files are made of */
 	struct ud_user user;           /* -- COMMAND's */
 	struct ud_handoff_user hu;     /* what a receiver is told of the user */
+	char stamp[UD_ANSWERS_STAMP_MAX]; /* what the daemon's answer is true of (answers.h) */
 	char user_error[sizeof(((ud_error *)0)->msg)];
 };
 
@@ -288,8 +290,8 @@ static int resolve_offline(struct run *r)
 	char buf[1400], date[32];
 	ud_image_free(&r->img);
 	if (c->layers == UD_LAYERS_EXPORT ||
-	    ud_lastgood_resolve(UD_LASTGOOD_DIR, r->d.socket_path, c->o.image, &r->img, &when,
-				&le) < 0)
+	    ud_lastgood_resolve(UD_LASTGOOD_DIR, r->d.socket_path, c->o.image, NULL, &r->img,
+				&when, &le) < 0)
 		return -1; /* the daemon's failure is the one to report */
 	if (c->layers == UD_LAYERS_DIRECT
 		    ? ud_lastgood_layers_present(&r->img, &le) < 0
@@ -303,17 +305,37 @@ static int resolve_offline(struct run *r)
 }
 
 /* Resolved to the daemon's own directories (vouched for by rootmemo), kept or not: keep the
- * answer for the day the daemon does not answer. */
+ * answer for the day the daemon does not answer, and for the starts it still holds for. */
 static void remember(struct run *r)
 {
 	if ((!r->img.from_cache || r->img.snapshot) && r->d.inspect_body && !r->c.print &&
-	    geteuid() == 0)
-		ud_lastgood_save(UD_LASTGOOD_DIR, r->d.socket_path, r->c.o.image,
+	    geteuid() == 0) {
+		ud_lastgood_save(UD_LASTGOOD_DIR, r->d.socket_path, r->c.o.image, NULL,
 				 r->d.inspect_body, r->d.inspect_len);
+		if (r->stamp[0])
+			ud_answers_keep(r->d.socket_path, r->c.o.image, r->stamp, r->d.inspect_body,
+					r->d.inspect_len);
+	}
+}
+
+/* The daemon's answer of an earlier start, while it holds (answers.h): nothing is asked. Not
+ * when the reference must be pulled first, or the layers come from an export. */
+static bool resolve_answered(struct run *r)
+{
+	const struct ud_cli *c = &r->c;
+	if (c->pull == UD_PULL_ALWAYS || c->layers == UD_LAYERS_EXPORT ||
+	    !ud_answers_stamp(r->d.socket_path, r->stamp, sizeof(r->stamp)) ||
+	    ud_answers_use(r->d.socket_path, c->o.image, r->stamp, &r->img) < 0)
+		return false;
+	if (c->layers == UD_LAYERS_AUTO)
+		keep_layers(r);
+	return true;
 }
 
 static int resolve(struct run *r)
 {
+	if (resolve_answered(r))
+		return 0;
 	/* --pull always with the daemon down falls back the same way. */
 	if (ud_docker_negotiate(&r->d, &r->e) < 0 || resolve_online(r) < 0)
 		return r->d.unreachable ? resolve_offline(r) : -1;

@@ -26,9 +26,9 @@ void ud_rootmemo_key(const char *socket_path, char *key, size_t len)
 			 (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
 }
 
-bool ud_rootmemo_vouches(const char *file, const char *key, const char *storage_root)
+bool ud_rootmemo_root(const char *file, const char *key, char *root, size_t len)
 {
-	if (!key[0])
+	if (!key[0] || !len)
 		return false;
 	FILE *in = fopen(file, "re");
 	char line[2048];
@@ -36,12 +36,21 @@ bool ud_rootmemo_vouches(const char *file, const char *key, const char *storage_
 	bool hit = false;
 	while (in && !hit && fgets(line, sizeof(line), in)) {
 		line[strcspn(line, "\n")] = '\0';
-		hit = !strncmp(line, key, kl) && line[kl] == ' ' &&
-		      ud_rootmemo_under(storage_root, line + kl + 1);
+		hit = !strncmp(line, key, kl) && line[kl] == ' ' && line[kl + 1] == '/' &&
+		      strlen(line + kl + 1) < len;
+		if (hit)
+			snprintf(root, len, "%s", line + kl + 1);
 	}
 	if (in)
 		fclose(in);
 	return hit;
+}
+
+bool ud_rootmemo_vouches(const char *file, const char *key, const char *storage_root)
+{
+	char root[2048];
+	return ud_rootmemo_root(file, key, root, sizeof(root)) &&
+	       ud_rootmemo_under(storage_root, root);
 }
 
 void ud_rootmemo_remember(const char *dir, const char *file, const char *key, const char *root)

@@ -30,6 +30,9 @@ bool ud_rootmemo_under(const char *path, const char *root);
 /* The key of the daemon's socket into key ("" when it cannot be had or stand in a line). */
 void ud_rootmemo_key(const char *socket_path, char *key, size_t len);
 
+/* The root a line of file names under key, into root: false when none (or it does not fit). */
+bool ud_rootmemo_root(const char *file, const char *key, char *root, size_t len);
+
 /* A line of file (in dir) under key names a root that storage_root lies below. */
 bool ud_rootmemo_vouches(const char *file, const char *key, const char *storage_root);
 
