@@ -150,37 +150,41 @@ static int resolve_layers(struct run *r)
 	return ret;
 }
 
+/* --pull-if-not DIGEST: the daemon's image of the reference already is DIGEST (another helper
+ * of this host pulled it a moment ago), so an always-pull would only ask the registry again. */
+static bool already_pulled(void *arg)
+{
+	struct run *r = arg;
+	struct ud_ref_parts parts;
+	struct ud_image img;
+	char have[80] = "";
+	if (!r->c.pull_if_not || !ud_reference_parse(r->c.o.image, &parts) ||
+	    ud_docker_inspect_raw(&r->d, r->c.o.image, &img, NULL) < 0)
+		return false;
+	bool same = ud_repo_digest(&img, parts.name, have, sizeof(have)) &&
+		    !strcmp(have, r->c.pull_if_not);
+	ud_image_free(&img);
+	return same;
+}
+
 /* A pull may rightly take minutes, like an export; a stalled one ends at --timeout (pull.c). */
 static int pull(struct run *r)
 {
+	const struct ud_pull_skip skip = {already_pulled, r};
 	arm_budget(BUDGET_EXPORT_S);
-	int ret = ud_pull(&r->d, r->c.o.image, r->c.docker_config, stderr, &r->e);
+	int ret = ud_pull(&r->d, r->c.o.image, r->c.docker_config, stderr, &skip, &r->e);
 	arm_budget(direct_budget(r->c.o.timeout_ms));
 	return ret;
 }
 
 /* --pull: always pulls first; missing pulls when the daemon says "not found" (a name, not an
  * id: 65 from the inspect is then only its 404), then resolves again. */
-/* --pull-if-not DIGEST: the daemon's image of the reference already is DIGEST (another helper
- * of this host pulled it a moment ago), so an always-pull would only ask the registry again. */
-static bool already_pulled(struct run *r, const struct ud_ref_parts *parts)
-{
-	struct ud_image img;
-	char have[80] = "";
-	if (!r->c.pull_if_not || ud_docker_inspect_raw(&r->d, r->c.o.image, &img, NULL) < 0)
-		return false;
-	bool same = ud_repo_digest(&img, parts->name, have, sizeof(have)) &&
-		    !strcmp(have, r->c.pull_if_not);
-	ud_image_free(&img);
-	return same;
-}
-
 static int resolve_online(struct run *r)
 {
 	const struct ud_cli *c = &r->c;
 	struct ud_ref_parts parts;
 	bool pullable = ud_reference_parse(c->o.image, &parts);
-	if (c->pull == UD_PULL_ALWAYS && pullable && !already_pulled(r, &parts) && pull(r) < 0)
+	if (c->pull == UD_PULL_ALWAYS && pullable && !already_pulled(r) && pull(r) < 0)
 		return -1;
 	if (resolve_layers(r) == 0)
 		return 0;

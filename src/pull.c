@@ -243,12 +243,15 @@ static int pull_now(struct ud_docker *d, const char *ref, const char *config_dir
 	return r;
 }
 
-int ud_pull(struct ud_docker *d, const char *ref, const char *config_dir, FILE *out, ud_error *e)
+int ud_pull(struct ud_docker *d, const char *ref, const char *config_dir, FILE *out,
+	    const struct ud_pull_skip *skip, ud_error *e)
 {
 	bool waited;
 	int lock = pull_lock(d, ref, &waited);
-	/* pulled by the helper we waited for, else by us while we hold the lock */
-	int r = waited ? 0 : pull_now(d, ref, config_dir, out, e);
+	/* Pulled by the helper we waited for, else by us while we hold the lock; or by one that
+	 * released it between the caller's look and our lock. */
+	bool done = waited || (lock >= 0 && skip && skip->done && skip->done(skip->arg));
+	int r = done ? 0 : pull_now(d, ref, config_dir, out, e);
 	ud_closep(&lock);
 	return r;
 }

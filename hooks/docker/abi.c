@@ -294,10 +294,9 @@ static bool root_only(int fd, mode_t type)
  * (0700, as the helper makes it for its own files). */
 static int cache_dir(bool create)
 {
-	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-	ud_autoclose int fd = open(ABI_CACHE_DIR, flags);
+	ud_autoclose int fd = open(ABI_CACHE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT && create && (mkdir(ABI_CACHE_DIR, 0700) == 0 || errno == EEXIST))
-		fd = open(ABI_CACHE_DIR, flags);
+		fd = open(ABI_CACHE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	return root_only(fd, S_IFDIR) ? ud_steal_fd(&fd) : -1;
 }
 

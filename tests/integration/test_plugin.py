@@ -181,8 +181,10 @@ def test_form1_touch_workers_reload(plug, plug_images):
         _workers(u)), timeout=30)
     assert new, f"workers were not replaced after touching {trigger}: {old} -> {_workers(u)}\n" \
                 f"{u.log()[-3000:]}"
-    # the new workers entered the same namespace and serve from the image
-    assert {ns_of(p) for p in new} == old_ns
+    # the new workers enter the same namespace (a worker just forked is still in the master's
+    # until its post-fork hook) and serve from the image
+    entered = wait_for(lambda: {ns_of(p) for p in new} == old_ns, timeout=10)
+    assert entered, {p: ns_of(p) for p in new}
     for _ in range(20):
         d = get_json(port)
         assert d["version"] == "v1" and d["uid"] == NOBODY
