@@ -218,7 +218,8 @@ static int export_layers(struct ud_docker *d, const struct ud_image *img, struct
 	if (!x.id_hex)
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "image '%s' has an unexpected id '%s'",
 			       img->ref, img->id);
-	if (ud_la_load(e) < 0)
+	/* A start that reused the daemon's answer (answers.h) has asked it nothing yet. */
+	if (ud_la_load(e) < 0 || (!d->api[0] && ud_docker_negotiate(d, e) < 0))
 		return -1;
 	char path[256];
 	snprintf(path, sizeof(path), "/v%s/images/%s/get", d->api, img->id);

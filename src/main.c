@@ -130,6 +130,17 @@ static bool daemon_dirs_usable(struct ud_image *img)
 	       (stat(img->layers[0], &st) == 0 ? S_ISDIR(st.st_mode) : errno == EACCES);
 }
 
+/* The layer cache, filled by an export of what it lacks. An export may rightly take minutes; a
+ * stalled one ends at --timeout (export.c). */
+static int from_export(struct run *r)
+{
+	const struct ud_cli *c = &r->c;
+	arm_budget(BUDGET_EXPORT_S);
+	int ret = ud_export_prepare(&r->d, &r->img, c->cache_dir, c->print, &r->cache_lock, &r->e);
+	arm_budget(direct_budget(c->o.timeout_ms));
+	return ret;
+}
+
 /* Where the layers come from: the daemon's own overlay directories (kept, unless --layers
  * direct), or the layer cache filled by an export. */
 static int resolve_layers(struct run *r)
@@ -143,11 +154,7 @@ static int resolve_layers(struct run *r)
 		return -1;
 	if (c->layers == UD_LAYERS_AUTO && daemon_dirs_usable(&r->img))
 		return ud_rootmemo_check(&r->d, &r->img, &r->e) < 0 ? -1 : keep_layers(r);
-	/* An export may rightly take minutes; a stalled one ends at --timeout (export.c). */
-	arm_budget(BUDGET_EXPORT_S);
-	int ret = ud_export_prepare(&r->d, &r->img, c->cache_dir, c->print, &r->cache_lock, &r->e);
-	arm_budget(direct_budget(c->o.timeout_ms));
-	return ret;
+	return from_export(r);
 }
 
 /* --pull-if-not DIGEST: the daemon's image of the reference already is DIGEST (another helper
@@ -312,34 +319,38 @@ static int resolve_offline(struct run *r)
  * answer for the day the daemon does not answer, and for the starts it still holds for. */
 static void remember(struct run *r)
 {
-	if ((!r->img.from_cache || r->img.snapshot) && r->d.inspect_body && !r->c.print &&
-	    geteuid() == 0) {
+	if (!r->d.inspect_body || r->c.print || geteuid() != 0)
+		return;
+	if (!r->img.from_cache || r->img.snapshot)
 		ud_lastgood_save(UD_LASTGOOD_DIR, r->d.socket_path, r->c.o.image, NULL,
 				 r->d.inspect_body, r->d.inspect_len);
-		if (r->stamp[0])
-			ud_answers_keep(r->d.socket_path, r->c.o.image, r->stamp, r->d.inspect_body,
-					r->d.inspect_len);
-	}
+	if (r->stamp[0])
+		ud_answers_keep(r->d.socket_path, r->c.o.image, r->stamp, r->d.inspect_body,
+				r->d.inspect_len);
 }
 
-/* The daemon's answer of an earlier start, while it holds (answers.h): nothing is asked. Not
- * when the reference must be pulled first, or the layers come from an export. */
-static bool resolve_answered(struct run *r)
+/* The daemon's answer of an earlier start, while it holds (answers.h): nothing is asked unless
+ * an export must fill the layer cache. Not when the reference must be pulled first. 1 when
+ * there is no such answer. */
+static int resolve_answered(struct run *r)
 {
 	const struct ud_cli *c = &r->c;
-	if (c->pull == UD_PULL_ALWAYS || c->layers == UD_LAYERS_EXPORT ||
+	if (c->pull == UD_PULL_ALWAYS ||
 	    !ud_answers_stamp(r->d.socket_path, r->stamp, sizeof(r->stamp)) ||
 	    ud_answers_use(r->d.socket_path, c->o.image, r->stamp, &r->img) < 0)
-		return false;
+		return 1;
+	if (c->layers == UD_LAYERS_EXPORT)
+		return from_export(r);
 	if (c->layers == UD_LAYERS_AUTO)
 		keep_layers(r);
-	return true;
+	return 0;
 }
 
 static int resolve(struct run *r)
 {
-	if (resolve_answered(r))
-		return 0;
+	int answered = resolve_answered(r);
+	if (answered <= 0)
+		return answered;
 	/* --pull always with the daemon down falls back the same way. */
 	if (ud_docker_negotiate(&r->d, &r->e) < 0 || resolve_online(r) < 0)
 		return r->d.unreachable ? resolve_offline(r) : -1;

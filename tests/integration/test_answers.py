@@ -111,10 +111,21 @@ def test_a_record_others_could_have_written_is_not_used(proxy, ref):
     assert any("/images/" in a for a in asked), f"a record in a directory not root's own: {asked}"
 
 
-def test_an_export_never_uses_a_kept_answer(proxy, ref, scratch):
+def test_an_export_start_reuses_an_answer_and_exports_only_what_its_cache_lacks(proxy, ref,
+                                                                               scratch):
+    def export_run(cache):
+        before = len(proxy.requests())
+        p = run(["-H", proxy.address, "--pull", "never", "--layers", "export", "--cache-dir",
+                 os.path.join(scratch, cache), ref, "--", "/bin/sh", "-c", WHICH])
+        assert p.returncode == 0, describe(p)
+        assert p.stdout.strip() == "busybox"
+        return proxy.requests()[before:]
+
     _warm(proxy, ref)
-    before = len(proxy.requests())
-    p = run(["-H", proxy.address, "--layers", "export", "--cache-dir",
-             os.path.join(scratch, "cache"), ref, "--", "/bin/true"])
-    assert p.returncode == 0, describe(p)
-    assert proxy.requests()[before:], "--layers export took a kept answer"
+    asked = export_run("a")
+    assert any("/get" in a for a in asked), f"a first export asked no export? {asked}"
+    assert export_run("a") == [], "every layer cached and the answer holds, yet it asked"
+    # Another cache, the same kept answer: the export is asked for (its API version first).
+    asked = export_run("b")
+    assert any(a.startswith("GET /_ping") for a in asked), asked
+    assert any("/get" in a for a in asked), asked
