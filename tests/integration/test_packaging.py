@@ -94,6 +94,64 @@ def test_abi_check_refuses_a_plugin_built_for_another_uwsgi_h(plug, plug_images)
     plug.stop_and_check(u, expect_rc=None, lazy=False)
 
 
+ABI_CACHE = "/run/uwsgi-docker/uwsgi-abi"
+
+
+def _abi_key():
+    """The cache's key for the running uwsgi: /proc/self/exe's dev, inode, size, mtime, ctime."""
+    st = os.stat(os.path.realpath(UWSGI))
+    ns = lambda t: "%d.%09d" % divmod(t, 10**9)
+    return "%d %d %d %s %s " % (st.st_dev, st.st_ino, st.st_size, ns(st.st_mtime_ns),
+                                ns(st.st_ctime_ns))
+
+
+def _load_plugin():
+    return subprocess.run([UWSGI, "--plugin-dir", BUILD_DIR, "--plugins", "docker", "--version"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def _write_cache(data, mode=0o600):
+    with open(ABI_CACHE, "wb") as f:
+        f.write(data)
+    os.chmod(ABI_CACHE, mode)
+
+
+def test_the_abi_cache_is_used_only_as_root_wrote_it():
+    """The running binary's md5 is kept per binary (abi.c): a load reads it instead of hashing
+    uwsgi.h, but only from a file root alone could have written; anything else is hashed again."""
+    wrong = "0" * 32
+    saved = open(ABI_CACHE, "rb").read() if os.path.exists(ABI_CACHE) else None
+    try:
+        if saved is not None:
+            os.unlink(ABI_CACHE)
+        p = _load_plugin()
+        assert p.returncode == 0, p.stdout + p.stderr
+        st = os.stat(ABI_CACHE)
+        assert (st.st_uid, st.st_mode & 0o777) == (0, 0o600)
+        assert open(ABI_CACHE).read().splitlines()[0] == _abi_key() + running_abi()
+
+        # The cache is what a load believes: a wrong md5 under the right key is refused.
+        _write_cache((_abi_key() + wrong + "\n").encode())
+        p = _load_plugin()
+        assert p.returncode != 0 and wrong in p.stdout + p.stderr, p.stdout + p.stderr
+
+        # The same line in a file others may write, or garbage: hashed again, and it loads.
+        _write_cache((_abi_key() + wrong + "\n").encode(), 0o666)
+        p = _load_plugin()
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert open(ABI_CACHE).read().splitlines()[0] == _abi_key() + running_abi()
+        assert os.stat(ABI_CACHE).st_mode & 0o777 == 0o600
+        for junk in (os.urandom(7000), b"x" * 9000, (_abi_key() + "Z" * 32 + "\n").encode()):
+            _write_cache(junk)
+            p = _load_plugin()
+            assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        if os.path.exists(ABI_CACHE):
+            os.unlink(ABI_CACHE)
+        if saved is not None:
+            _write_cache(saved)
+
+
 # What a pip-built uWSGI 2.0.30 says about its plugin directory (`uwsgi --cflags`, the part make
 # reads): a relative one.
 PIP_CFLAGS = r'-O2 -I. -Wall -DUWSGI_ZLIB -DUWSGI_PLUGIN_DIR="\".\"" -DUWSGI_VERSION="\"2.0.30\""'
