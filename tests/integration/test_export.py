@@ -712,6 +712,86 @@ def test_sparse_layer_member(ximages, cache, scratch, fmt):
     assert set(cache_layers(cache)) == set(img.diff_ids)
 
 
+def _md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+# Members at least this large go through the prefault thread (layer.c, prefault.h).
+PREFAULT_MIN = 256 << 10
+STAT_SCRIPT = "cd /data && md5sum {names} && stat -c '%n %s %a %u %g %Y %h %b' {names}"
+
+
+def _inside_files(opts, tag, names):
+    """{name: (md5, size, mode, uid, gid, mtime, nlink, blocks)} as a process inside sees them."""
+    p = run([*opts, tag, "--", "/bin/sh", "-c", STAT_SCRIPT.format(names=" ".join(names))])
+    assert p.returncode == 0, describe(p)
+    lines = p.stdout.split("\n")
+    sums = {ln.split()[1]: ln.split()[0] for ln in lines[:len(names)]}
+    out = {}
+    for ln in lines[len(names):2 * len(names)]:
+        f = ln.split()
+        out[f[0]] = (sums[f[0]], int(f[1]), f[2], int(f[3]), int(f[4]), int(f[5]), int(f[6]),
+                     int(f[7]))
+    assert set(out) == set(names), describe(p)
+    return out
+
+
+def test_large_members_unpack_exactly(ximages, cache):
+    """Members the prefault thread works on (from 256 KiB; one past its 32 MiB reach): inside,
+    through a real daemon's export, each has exactly its bytes, size, mode, owner and mtime (set
+    after the thread extended the file), and the hard link shares them. The direct view
+    agrees. (The link's header repeats its target's metadata, as docker's own tars do: dockerd
+    applies a hard link header's metadata to the inode, libarchive keeps the target's.)"""
+    big, exact, grow = os.urandom(3 << 20), os.urandom(PREFAULT_MIN), os.urandom(40 << 20)
+    layer = (A.LayerBuilder().dir("data")
+             .file("data/big", big, mode=0o600, uid=1234, gid=5678, mtime=1600000000)
+             .file("data/exact", exact).file("data/grow", grow)
+             .hardlink("data/hl", "data/big", mode=0o600, uid=1234, gid=5678, mtime=1600000000)
+             .bytes())
+    img = A.Image([ximages.base_layer, layer], _tag("large-members"))
+    _load(A.docker_archive(img))
+    names = ["big", "exact", "hl", "grow"]
+    try:
+        got = _inside_files(export_opts(cache), img.tag, names)
+        direct = _inside_files(["--layers", "direct"], img.tag, names)
+    finally:
+        docker("rmi", "-f", img.tag, check=False)
+    want = {"big": (_md5(big), len(big), "600", 1234, 5678, 1600000000, 2),
+            "exact": (_md5(exact), len(exact), "644", 0, 0, A.MTIME, 1),
+            "grow": (_md5(grow), len(grow), "644", 0, 0, A.MTIME, 1)}
+    want["hl"] = want["big"]
+    for n in names:
+        assert got[n][:7] == want[n], f"export {n}: {got[n]} != {want[n]}"
+        assert direct[n][:7] == want[n], f"direct {n}: {direct[n]} != {want[n]}"
+    assert set(cache_layers(cache)) == set(img.diff_ids)
+
+
+def test_large_members_replace_what_was_there(ximages, cache, scratch, canary, host_guard):
+    """A large member whose name is already taken in its layer -- by a symlink to a host file,
+    by a file with a second hard link -- replaces the name only: the host file and the other
+    link keep what they had (the prefault thread opens the member again by name, after
+    libarchive created it). A large sparse member keeps its hole. dockerd refuses duplicate
+    names in a layer and cannot export a sparse member again: a fake daemon serves these."""
+    one, two, three = os.urandom(1 << 20), os.urandom(2 << 20), os.urandom(1 << 20)
+    head = os.urandom(300 << 10)
+    layer = (A.LayerBuilder().dir("data").symlink("data/link", f"{canary}/keep")
+             .file("data/link", one).file("data/a", two).hardlink("data/b", "data/a")
+             .file("data/a", three).sparse("data/sparse", 40 << 20, head).bytes())
+    img = A.Image([ximages.base_layer, layer], _tag("large-replace"))
+    fake = _fake(scratch, img, A.docker_archive(img))
+    try:
+        got = _inside_files(export_opts(cache, fake.address), img.tag,
+                            ["link", "a", "b", "sparse"])
+    finally:
+        fake.close()
+    assert got["link"][:2] == (_md5(one), len(one)), got
+    assert got["a"][:2] == (_md5(three), len(three)) and got["a"][6] == 1, got
+    assert got["b"][:2] == (_md5(two), len(two)) and got["b"][6] == 1, got
+    assert got["sparse"][:2] == (_md5(head + bytes((40 << 20) - len(head))), 40 << 20), got
+    assert got["sparse"][7] * 512 < 2 << 20, f"the hole was filled: {got['sparse']}"
+    assert set(cache_layers(cache)) == set(img.diff_ids)
+
+
 @pytest.mark.parametrize("fmt", ["docker", "oci-gzip"])
 def test_layer_digest_mismatch(ximages, cache, scratch, fmt):
     """dockerd refuses to load such an image ("invalid diffID"), so a fake daemon serves it:
