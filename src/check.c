@@ -153,6 +153,28 @@ static int shared_registry_digest(struct ud_docker *d, const char *ref,
 	return 0;
 }
 
+/* The daemon's image under ref: its id, and the digest it recorded for ref's repository
+ * (RepoDigests), each "" when it has none. Not found is not a failure. */
+static int local_image(struct ud_docker *d, const char *ref, const char *repo, char *digest,
+		       size_t dlen, char *id, size_t idlen, ud_error *e)
+{
+	struct ud_image img;
+	ud_error ie = {0};
+	digest[0] = id[0] = '\0';
+	if (ud_docker_inspect_raw(d, ref, &img, &ie) < 0) {
+		if (ie.status == UD_EXIT_IMAGE)
+			return 0;
+		if (e)
+			*e = ie;
+		return -1;
+	}
+	if (repo)
+		ud_repo_digest(&img, repo, digest, dlen);
+	snprintf(id, idlen, "%s", img.id);
+	ud_image_free(&img);
+	return 0;
+}
+
 int ud_check(struct ud_docker *d, const char *ref, const char *config_dir, long max_age_ms,
 	     FILE *out, ud_error *e)
 {
@@ -163,23 +185,24 @@ int ud_check(struct ud_docker *d, const char *ref, const char *config_dir, long 
 	if (parts.digest[0])
 		return ud_fail(e, UD_EXIT_USAGE, 0,
 			       "--check '%s': the reference names a digest, which cannot move", ref);
-	char remote[72], local[72] = "", id[80] = "";
-	if (shared_registry_digest(d, ref, &parts, config_dir, max_age_ms, remote, e) < 0)
+	char remote[72], local[72], id[80], pinned[sizeof(parts.name) + 80], unused[72],
+		remote_id[80];
+	if (shared_registry_digest(d, ref, &parts, config_dir, max_age_ms, remote, e) < 0 ||
+	    local_image(d, ref, parts.name, local, sizeof(local), id, sizeof(id), e) < 0)
 		return -1;
-	struct ud_image img;
-	ud_error ie = {0};
-	if (ud_docker_inspect_raw(d, ref, &img, &ie) == 0) {
-		ud_repo_digest(&img, parts.name, local, sizeof(local));
-		snprintf(id, sizeof(id), "%s", img.id);
-		ud_image_free(&img);
-	} else if (ie.status != UD_EXIT_IMAGE) {
-		if (e) /* not found locally is "local none"; anything else is a failure */
-			*e = ie;
+	/* The image the registry's digest names, if the daemon has it: a follower serving it is
+	 * up to date even while the daemon's tag points elsewhere (someone tagged and is pushing
+	 * another image, or untagged it). */
+	snprintf(pinned, sizeof(pinned), "%s@%s", parts.name, remote);
+	if (local_image(d, pinned, NULL, unused, sizeof(unused), remote_id, sizeof(remote_id),
+			e) < 0)
 		return -1;
-	}
 	fprintf(out, "local %s", local[0] ? local : "none");
 	if (id[0])
 		fprintf(out, " (image %s)", id);
-	fprintf(out, "\nregistry %s\n", remote);
+	fprintf(out, "\nregistry %s", remote);
+	if (remote_id[0])
+		fprintf(out, " (image %s)", remote_id);
+	fprintf(out, "\n");
 	return strcmp(local, remote) ? UD_CHECK_MOVED : 0;
 }

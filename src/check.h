@@ -14,8 +14,8 @@
 #define UD_CHECK_MOVED 1
 
 /* Prints "local DIGEST (image ID)" (DIGEST "none" when the daemon's image of ref has no digest
- * from that repository; no "(image ID)" when the daemon has no such image) and "registry DIGEST"
- * on out. Returns 0 when the digests are the same, UD_CHECK_MOVED when not, -1 with *e otherwise
+ * from that repository; no "(image ID)" when the daemon has no such image) and "registry DIGEST
+ * (image ID)" (no "(image ID)" when the daemon has no image of that digest) on out. Returns 0 when the digests are the same, UD_CHECK_MOVED when not, -1 with *e otherwise
  * (a digest-pinned reference: 64; an unknown repository or tag, refused credentials: 65;
  * registry or daemon unreachable: 66). max_age_ms > 0: the registry's answer to another check
  * of this host (the same daemon socket and reference) is taken if it is younger than that;

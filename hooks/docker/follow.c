@@ -141,10 +141,10 @@ static void check_failed(int status, const char *msg)
 	schedule();
 }
 
-/* What the check said: the digest of the daemon's image of the tag (and that image's id, when
- * it has one), and the registry's. */
+/* What the check said: the digest of the daemon's image of the tag and the registry's, each
+ * with the id of the daemon's image of it when it has one. */
 struct answer {
-	char local[80], id[96], remote[80];
+	char local[80], id[96], remote[80], remote_id[96];
 };
 
 static bool parse_answer(const char *out, struct answer *a)
@@ -153,19 +153,24 @@ static bool parse_answer(const char *out, struct answer *a)
 	if (!reg || sscanf(out, "local %79s", a->local) != 1 ||
 	    sscanf(reg + 1, "registry %79s", a->remote) != 1)
 		return false;
-	/* no "(image ID)": the daemon has no image of the tag */
+	/* no "(image ID)": the daemon has no image of the tag, or of the registry's digest */
 	if (sscanf(out, "local %*s (image %95[^)])", a->id) != 1)
 		a->id[0] = '\0';
+	if (sscanf(reg + 1, "registry %*s (image %95[^)])", a->remote_id) != 1)
+		a->remote_id[0] = '\0';
 	return true;
 }
 
 /* The tag moved for this instance when the registry serves a digest other than the one of the
  * image it serves. The daemon's tag may be ahead of the instance (a vassal of the same host, or
- * someone, pulled it): then it is rolled out without pulling again. */
+ * someone, pulled it): then it is rolled out without pulling again. The daemon's tag alone
+ * never moves the instance: while someone tags another image and pushes it, the registry still
+ * serves the digest of the image the instance serves. */
 static void decide(const struct answer *a)
 {
 	bool ours = !strcmp(a->id, ud.h.id), have = !strcmp(a->local, a->remote);
-	if ((ours && have) || !strcmp(a->remote, fo.failed)) {
+	bool serving = a->remote_id[0] && !strcmp(a->remote_id, ud.h.id);
+	if (serving || (ours && have) || !strcmp(a->remote, fo.failed)) {
 		schedule(); /* up to date, or rolled out once and failed: not until it moves on */
 		return;
 	}

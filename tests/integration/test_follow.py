@@ -9,11 +9,14 @@ from udlib import describe, docker, error_line, run
 DIGEST = r"sha256:[0-9a-f]{64}"
 
 
-def _check(ref, cfg, *opts):
+def _check(ref, cfg, *opts, images=None):
+    """The check's two digests; with images=[], the two image ids (None where none) too."""
     p = run(["--check", "--docker-config", cfg, *opts, ref], timeout=120)
-    m = re.fullmatch(rf"local ({DIGEST}|none)(?: \(image {DIGEST}\))?\nregistry ({DIGEST})\n",
-                     p.stdout)
-    return p, (m.group(1), m.group(2)) if m else None
+    m = re.fullmatch(rf"local ({DIGEST}|none)(?: \(image ({DIGEST})\))?\n"
+                     rf"registry ({DIGEST})(?: \(image ({DIGEST})\))?\n", p.stdout)
+    if m and images is not None:
+        images[:] = [m.group(2), m.group(4)]
+    return p, (m.group(1), m.group(3)) if m else None
 
 
 def test_check_says_whether_the_tag_moved(registry, scratch, pulled):
@@ -23,12 +26,15 @@ def test_check_says_whether_the_tag_moved(registry, scratch, pulled):
     pulled.append(ref)
     first = registry.push(f"{repo}:live", "check-1\n")
     # Not on this machine yet: the registry has what the daemon does not.
-    p, got = _check(ref, cfg)
-    assert p.returncode == 1 and got == ("none", first), describe(p)
+    ids = []
+    p, got = _check(ref, cfg, images=ids)
+    assert p.returncode == 1 and got == ("none", first) and ids == [None, None], describe(p)
     assert run(["--docker-config", cfg, ref, "--", "/bin/cat", "/marker"],
                timeout=120).stdout == "check-1\n"
-    p, got = _check(ref, cfg)
+    p, got = _check(ref, cfg, images=ids)
     assert p.returncode == 0 and got == (first, first) and p.stderr == "", describe(p)
+    assert ids[0] and ids[0] == ids[1] == docker("image", "inspect", "-f", "{{.Id}}",
+                                                 ref).stdout.strip(), describe(p)
     # Someone pushes: the registry moved, the daemon's image did not (nothing is pulled).
     keep = f"{registry.addr}/{repo}:keep"
     docker("tag", ref, keep)
@@ -37,8 +43,11 @@ def test_check_says_whether_the_tag_moved(registry, scratch, pulled):
         docker("tag", keep, ref)
     finally:
         docker("rmi", keep, check=False)
-    p, got = _check(ref, cfg)
+    ids = []
+    p, got = _check(ref, cfg, images=ids)
     assert p.returncode == 1 and got == (first, second) and second != first, describe(p)
+    # The image pushed is gone from the daemon: no image of the registry's digest.
+    assert ids[0] and ids[1] is None, describe(p)
     p = run(["--pull", "never", ref, "--", "/bin/cat", "/marker"])
     assert p.stdout == "check-1\n", describe(p)
 
@@ -170,6 +179,38 @@ def test_follow_rolls_out_each_push_and_never_a_broken_one(plug, plug_images, br
         plug.stop_and_check(u)
     finally:
         _forget(ref)
+
+
+def test_follow_moves_with_the_registry_not_with_the_daemons_tag(plug, plug_images, scratch):
+    """Someone on the host tags another image under the followed name (to push it), or untags
+    it: the registry still serves the instance's image, so nothing moves until the push lands,
+    and then one rollout with one pull. (CI caught an instance that rolled out, and pulled, on
+    the daemon's tag in the middle of a push.)"""
+    reg = Registry(os.path.join(scratch, "registry"), log_level="info").start()
+    repo = "udfollow/retag:live"
+    ref = f"{reg.addr}/{repo}"
+    try:
+        reg.push_tag(plug_images.v1, repo)
+        port = free_port()
+        u = _follow(plug, reg, ref, port)
+        assert u.wait_ready(port)["version"] == "v1"
+        checks = lambda: reg.requests(f"/{repo.split(':')[0]}/manifests/live")  # noqa: E731
+        for step in (("tag", plug_images.v2, ref), ("rmi", ref)):
+            docker(*step)
+            before = checks()
+            assert wait_for(lambda: checks() >= before + 3, timeout=60), u.log()[-4000:]
+            assert _lines(u, "moved in its registry") == [], (step, u.log()[-4000:])
+            assert get_json(port)["version"] == "v1"
+        pulled = u.log().count("[docker] pulled ")
+        reg.push_tag(plug_images.v2, repo)
+        assert wait_for(lambda: _lines(u, "is now"), timeout=90), u.log()[-4000:]
+        assert get_json(port)["version"] == "v2"
+        assert len(_lines(u, "moved in its registry")) == 1, u.log()[-4000:]
+        assert u.log().count("[docker] pulled ") - pulled == 1, u.log()[-4000:]
+        plug.stop_and_check(u)
+    finally:
+        _forget(ref)
+        reg.close()
 
 
 def test_follow_keeps_serving_while_the_registry_is_away(plug, plug_images, scratch):
