@@ -218,7 +218,11 @@ def main():
                 u.wait(10)
         reg.terminate()
         reg.wait(10)
-        for tag in (ref, *images.values()):
+        # A pull or a push leaves repo@digest references behind, besides the tags.
+        digests = subprocess.run([DOCKER, "images", "--digests", "--format",
+                                  "{{.Repository}}@{{.Digest}}", ref.rsplit(":", 1)[0]],
+                                 capture_output=True, text=True).stdout.split()
+        for tag in (ref, *images.values(), *[d for d in digests if "@sha256:" in d]):
             subprocess.run([DOCKER, "rmi", tag], capture_output=True)
         if os.environ.get("BENCH_KEEP_TMP") != "1":
             subprocess.run(["rm", "-rf", tmp])

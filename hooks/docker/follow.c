@@ -4,7 +4,8 @@
  * waitpid(-1) never sees it), and reads its answer at a later master cycle: the master's loop
  * never waits for the daemon or the registry. When the tag moved, a rollout pulls it (--pull
  * always) and moves the workers onto it canary first, as a chain reload does. A digest whose
- * rollout failed is not tried again until the tag moves on. A registry or daemon that does not
+ * rollout failed (its canary, or the image refused) is not tried again until the tag moves on;
+ * one that could not be pulled is, at checks that back off. A registry or daemon that does not
  * answer costs one line per kind of failure, and the checks back off. */
 #include "plugin.h"
 
@@ -21,12 +22,13 @@ static struct {
 	enum fphase phase;
 	long long interval_ms, next_ms, roll_started_ms;
 	int backoff, fail_kind;
+	int roll_backoff; /* intervals until a digest that could not be pulled is tried again */
 	int timer;  /* wakes the master's loop when a check is due (its cycle is a second) */
 	int queued; /* timer in the master's event queue */
 	struct ud_helper_run run;
 	char *argv[16];
-	char serving[96], target[96], failed[96];
-} fo = {.run = UD_HELPER_RUN_INIT, .backoff = 1, .timer = -1};
+	char serving[96], target[96], failed[96], retrying[96];
+} fo = {.run = UD_HELPER_RUN_INIT, .backoff = 1, .roll_backoff = 1, .timer = -1};
 
 /* "30s", "5m", "1h", "90" (seconds). */
 static long long parse_interval(const char *s)
@@ -171,6 +173,8 @@ static void decide(const struct answer *a)
 	bool ours = !strcmp(a->id, ud.h.id), have = !strcmp(a->local, a->remote);
 	bool serving = a->remote_id[0] && !strcmp(a->remote_id, ud.h.id);
 	if (serving || (ours && have) || !strcmp(a->remote, fo.failed)) {
+		if (serving || (ours && have))
+			fo.retrying[0] = '\0';
 		schedule(); /* up to date, or rolled out once and failed: not until it moves on */
 		return;
 	}
@@ -220,13 +224,33 @@ void ud_follow_master_cycle(void)
 		checked();
 }
 
+/* A digest that could not be pulled or prepared: the next checks, backing off, try it again. */
+static void retry_later(void)
+{
+	if (strcmp(fo.retrying, fo.target)) {
+		uwsgi_log(LOG_PREFIX "follow: %s of image %s could not be pulled or prepared (see "
+				     "above); the next checks try it again, less often\n",
+			  fo.target, ud.image);
+		snprintf(fo.retrying, sizeof(fo.retrying), "%s", fo.target);
+		fo.roll_backoff = 1;
+	}
+	if (fo.roll_backoff < MAX_BACKOFF)
+		fo.roll_backoff *= 2;
+	arm(jittered(fo.interval_ms * fo.roll_backoff, 90, 110));
+}
+
 /* rollout.c, when a rollout that ud_rollout_request() asked for ends. */
-void ud_follow_rollout_ended(int ok, long long prepared_ms)
+void ud_follow_rollout_ended(enum ud_rollout_end end, long long prepared_ms)
 {
 	if (fo.phase != F_ROLLING)
 		return;
+	if (end == UD_ROLLOUT_UNRESOLVED) {
+		retry_later();
+		return;
+	}
+	fo.retrying[0] = '\0';
 	double prep = prepared_ms / 1000.0, all = (ud_now_ms() - fo.roll_started_ms) / 1000.0;
-	if (ok) {
+	if (end == UD_ROLLOUT_DONE) {
 		uwsgi_log(LOG_PREFIX "follow: image %s is now %s (was %s): pulled and prepared in "
 				     "%.1f s, rolled out in %.1f s\n",
 			  ud.image, fo.target, fo.serving, prep, all);

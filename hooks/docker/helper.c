@@ -320,6 +320,7 @@ int ud_helper_finish(struct ud_helper_run *run, struct ud_handoff *h, ud_error *
 	if (r < 0 && re.errnum == ETIMEDOUT)
 		kill(run->pid, SIGKILL);
 	int status = reap(run);
+	run->status = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 	char msg[1024];
 	read_helper_message(run->err, msg, sizeof(msg));
 	ud_closep(&run->err);

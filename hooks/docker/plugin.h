@@ -109,7 +109,13 @@ int ud_rollout_idle(void);
 /* follow.c: docker-follow, the tag followed in the registry. */
 void ud_follow_init(void);
 void ud_follow_master_cycle(void);
-void ud_follow_rollout_ended(int ok, long long prepared_ms);
+/* How a rollout that follow.c asked for ended. */
+enum ud_rollout_end {
+	UD_ROLLOUT_DONE,
+	UD_ROLLOUT_REFUSED,    /* the image: its canary failed, or a check of its files or User */
+	UD_ROLLOUT_UNRESOLVED, /* no image to try: the pull or the daemon failed, or a race */
+};
+void ud_follow_rollout_ended(enum ud_rollout_end end, long long prepared_ms);
 void ud_follow_forget(void);
 
 /* graceful.c: a worker's SIGHUP that never resets a client's connection; a worker that loads
@@ -131,6 +137,7 @@ struct ud_helper_run {
 	const char *pull; /* --pull for this run (NULL: docker-pull) */
 	const char *pull_if_not; /* --pull-if-not DIGEST for this run, or NULL */
 	char **argv; /* another command line (--check): stdout comes back in out */
+	int status;  /* after ud_helper_finish: its exit status, 128 + a signal that killed it */
 };
 #define UD_HELPER_RUN_INIT {.pid = -1, .pidfd = -1, .sock = -1, .err = -1, .out = -1}
 int ud_helper_start(struct ud_helper_run *run, ud_error *e);

@@ -82,13 +82,13 @@ static int start_helper(ud_error *e)
 	return 0;
 }
 
-static void finish_rollout(int ok)
+static void finish_rollout(enum ud_rollout_end end)
 {
 	ro.phase = RO_IDLE;
 	ro.run.pull = ro.run.pull_if_not = NULL;
 	if (ro.followed) {
 		ro.followed = 0;
-		ud_follow_rollout_ended(ok, ro.resolved_ms - ro.started_ms);
+		ud_follow_rollout_ended(end, ro.resolved_ms - ro.started_ms);
 	}
 	if (ro.again) {
 		ro.again = 0;
@@ -96,12 +96,22 @@ static void finish_rollout(int ok)
 	}
 }
 
-static void stop_rollout(const char *why)
+static void stop_rollout(const char *why, enum ud_rollout_end end)
 {
 	uwsgi_log(LOG_PREFIX "rollout of image %s stopped: %s; the workers stay on %s\n", ud.image,
 		  why, ud.h.id);
 	ud_handoff_free(&ro.next);
-	finish_rollout(0);
+	finish_rollout(end);
+}
+
+/* The helper's statuses that speak of the image itself (its storage, its files, its users):
+ * trying the same digest again gives the same answer. Anything else (a registry or daemon that
+ * failed, a tag gone for a moment, a helper killed at its deadline) may pass. */
+static enum ud_rollout_end helper_failure(int status)
+{
+	return status == UD_EXIT_STORAGE || status == UD_EXIT_MOUNT || status == UD_EXIT_USER
+		       ? UD_ROLLOUT_REFUSED
+		       : UD_ROLLOUT_UNRESOLVED;
 }
 
 static void begin(void)
@@ -111,7 +121,7 @@ static void begin(void)
 	uwsgi.status.chain_reloading = 0;
 	ro.started_ms = ud_now_ms();
 	if (start_helper(&e) < 0) {
-		stop_rollout(ud_error_text(&e, buf, sizeof(buf)));
+		stop_rollout(ud_error_text(&e, buf, sizeof(buf)), UD_ROLLOUT_UNRESOLVED);
 		return;
 	}
 	ro.phase = RO_RESOLVING;
@@ -134,9 +144,12 @@ static void resolved(void)
 	char buf[1400];
 	unwatch_helper();
 	ud_handoff_init(&ro.next);
-	if (ud_helper_finish(&ro.run, &ro.next, &e) < 0 ||
-	    ud_handoff_check_foreign(&ro.next, &e) < 0 || ud_image_user_check(&ro.next, 1, &e) < 0) {
-		stop_rollout(ud_error_text(&e, buf, sizeof(buf)));
+	if (ud_helper_finish(&ro.run, &ro.next, &e) < 0) {
+		stop_rollout(ud_error_text(&e, buf, sizeof(buf)), helper_failure(ro.run.status));
+		return;
+	}
+	if (ud_handoff_check_foreign(&ro.next, &e) < 0 || ud_image_user_check(&ro.next, 1, &e) < 0) {
+		stop_rollout(ud_error_text(&e, buf, sizeof(buf)), UD_ROLLOUT_REFUSED);
 		return;
 	}
 	ro.next_gen = ++ro.last_gen;
@@ -160,7 +173,7 @@ static void canary_failed(const char *what, int wid)
 	 * on the serving one. */
 	if (pid > 0 && ro.reports[wid].gen == ro.next_gen)
 		kill(pid, SIGKILL);
-	stop_rollout(why);
+	stop_rollout(why, UD_ROLLOUT_REFUSED);
 }
 
 /* Called at each master cycle and right before each worker fork: a canary that died must not
@@ -197,7 +210,7 @@ static void commit(void)
 			uwsgi_curse(i, SIGHUP);
 	uwsgi_log(LOG_PREFIX "rolled out image %s: %s -> %s in %lld ms\n", ud.image, old, ud.h.id,
 		  ud_now_ms() - ro.started_ms);
-	finish_rollout(1);
+	finish_rollout(UD_ROLLOUT_DONE);
 }
 
 /* need-app, the way this plugin keeps it: a worker of the serving image without an app stops

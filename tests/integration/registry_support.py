@@ -19,6 +19,7 @@ from udlib import DOCKER, docker
 
 REGISTRY = "/usr/bin/docker-registry"
 USER, PASSWORD = "regtester", "s3cret-pw-9f2"
+SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 def _free_port():
@@ -140,6 +141,30 @@ class Registry:
             docker("rmi", ref, check=False)
         m = re.search(r"digest: (sha256:[0-9a-f]{64})", out)
         return m.group(1) if m else None
+
+    def _http(self, method, path, body=None, ctype=None):
+        import urllib.request
+        req = urllib.request.Request(f"http://{self.addr}/v2/{path}", data=body, method=method)
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+        req.add_header("Accept", SCHEMA2)
+        if ctype:
+            req.add_header("Content-Type", ctype)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.read()
+
+    def retag(self, repo, src, dst):
+        """Points repo:dst at the manifest of repo:src, in the registry alone (the daemon sees
+        nothing of it): a push's last step, without its uploads. Returns the manifest."""
+        manifest = self._http("GET", f"{repo}/manifests/{src}")
+        self._http("PUT", f"{repo}/manifests/{dst}", manifest, SCHEMA2)
+        return json.loads(manifest)
+
+    def blob_data(self, digest):
+        """The file that holds a blob in the registry's storage."""
+        algo, hexa = digest.split(":")
+        return os.path.join(self.dir, "data", "docker", "registry", "v2", "blobs", algo,
+                            hexa[:2], hexa, "data")
 
     def requests(self, path_part):
         """How many requests the registry has logged (log level info) whose URI has path_part."""

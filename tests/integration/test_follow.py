@@ -136,8 +136,18 @@ def _assert_canary_first(log):
 
 
 def _forget(ref):
+    """Takes ref's tag and every digest reference of its repository off the daemon (a pull or
+    a push leaves repo@digest behind): the images stay only if something else names them."""
     p = docker("image", "inspect", "-f", "{{.Id}}", ref, check=False)
     docker("rmi", ref, check=False)
+    repo = ref.rsplit(":", 1)[0]
+    refs = docker("images", "--digests", "--format", "{{.Repository}}@{{.Digest}}",
+                  repo).stdout.split()
+    for r in refs:
+        if not r.endswith("@<none>"):
+            docker("rmi", r, check=False)
+    left = docker("images", "-q", repo).stdout.strip()
+    assert left == "", f"{repo} left behind: {left}"
     return p
 
 
@@ -210,6 +220,58 @@ def test_follow_moves_with_the_registry_not_with_the_daemons_tag(plug, plug_imag
         plug.stop_and_check(u)
     finally:
         _forget(ref)
+        reg.close()
+
+
+def test_follow_tries_again_a_push_it_could_not_pull(plug, plug_images, scratch):
+    """The registry serves a pushed manifest whose config blob it cannot serve intact yet (a
+    registry on object storage that has not caught up): the rollout's pull fails, the instance
+    keeps serving, and later checks try the same digest again until it rolls out. (Only an
+    image refused, its canary or its files, is not tried again: the test above.)"""
+    reg = Registry(os.path.join(scratch, "registry")).start()
+    repo = "udfollow/late"
+    ref = f"{reg.addr}/{repo}:live"
+    v3 = f"{PREFIX}follow-v3-{os.getpid()}:v3"
+    ctx = os.path.join(scratch, "v3")
+    os.mkdir(ctx)
+    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+        f.write(f"FROM {plug_images.v1}\nRUN echo v3 > /srv/version\n")
+    _build(v3, ctx, os.path.join(ctx, "Dockerfile"))
+    try:
+        reg.push_tag(plug_images.v1, f"{repo}:live")
+        reg.push_tag(v3, f"{repo}:staging")
+        docker("rmi", v3)  # the daemon must fetch the config again
+        config_digest = reg.retag(repo, "staging", "staging")["config"]["digest"]
+        config = reg.blob_data(config_digest)
+        gone = docker("image", "inspect", config_digest, check=False)
+        assert gone.returncode != 0, f"the daemon still has {config_digest}: {gone.stdout}"
+        with open(config, "rb") as f:
+            good = f.read()
+        with open(config, "wb") as f:
+            f.write(bytes(len(good)))  # the size it claims, not the bytes
+        port = free_port()
+        u = _follow(plug, reg, ref, port)
+        assert u.wait_ready(port)["version"] == "v1"
+        assert reg.retag(repo, "staging", "live")["config"]["digest"] == config_digest
+        assert wait_for(lambda: _lines(u, "rollout of image"), timeout=60), u.log()[-4000:]
+        assert wait_for(lambda: len(_lines(u, "rollout of image")) >= 2, timeout=60), \
+            u.log()[-4000:]
+        assert get_json(port)["version"] == "v1"
+        with open(config, "wb") as f:
+            f.write(good)
+        assert wait_for(lambda: _lines(u, "is now"), timeout=120), u.log()[-4000:]
+        assert get_json(port)["version"] == "v3"
+        assert _lines(u, f"serves {config_digest}"), u.log()[-4000:]
+        stopped = _lines(u, "rollout of image")
+        assert all("exit status 66" in l and "config verification" in l for l in stopped), \
+            stopped
+        again = _lines(u, "try it again")
+        assert len(again) == 1 and _lines(u, "was not rolled out") == [], u.log()[-4000:]
+        assert len(_lines(u, "is now")) == 1, u.log()[-4000:]
+        plug.stop_and_check(u)
+    finally:
+        _forget(ref)
+        docker("rmi", v3, check=False)
         reg.close()
 
 
