@@ -385,6 +385,12 @@ class Uwsgi:
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
+    def tail(self, n=4000):
+        """The end of the log for a failure message, without uWSGI's request lines: a request
+        loop writes thousands of them and would push out what the test is about."""
+        lines = [l for l in self.log().splitlines(keepends=True) if not l.startswith("[pid: ")]
+        return "".join(lines)[-n:]
+
     def pids(self):
         """Processes this test started that are still alive (zombies included): the session,
         or the environment marker (in case something called setsid)."""

@@ -127,7 +127,7 @@ def test_form1_full_reload_and_fresh_start_while_the_daemon_is_down(plug, daemon
         daemon.down()
         os.utime(reload_file, (time.time() + 10,) * 2)
         assert wait_for(lambda: get_json(port)["environ"].get("UWSGI_RELOADS") == "1",
-                        timeout=60), u.log()[-3000:]
+                        timeout=60), u.tail()
         n = len(loop.versions())
         assert wait_for(lambda: len(loop.versions()) >= n + 20, timeout=20)
     finally:
@@ -135,7 +135,7 @@ def test_form1_full_reload_and_fresh_start_while_the_daemon_is_down(plug, daemon
     assert loop.failures == [], loop.failures[:5]
     assert set(loop.versions()) == {"v1"}
     lines = [l for l in u.log().splitlines() if "using the last good resolution" in l]
-    assert len(lines) == 1 and lines[0].startswith("[docker] "), u.log()[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("[docker] "), u.tail()
     plug.stop_and_check(u)
     # a fresh start, the daemon still down
     u = plug.start(opts, name="down-fresh")

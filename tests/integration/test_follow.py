@@ -165,26 +165,26 @@ def test_follow_rolls_out_each_push_and_never_a_broken_one(plug, plug_images, br
         try:
             registry.push_tag(plug_images.v2, repo)
             assert wait_for(lambda: loop.versions()[-1:] == ["v2"], timeout=90), \
-                u.log()[-4000:]
-            assert wait_for(lambda: _lines(u, "is now"), timeout=60), u.log()[-4000:]
+                u.tail()
+            assert wait_for(lambda: _lines(u, "is now"), timeout=60), u.tail()
             done = _lines(u, "is now")
-            assert len(done) == 1 and "pulled and prepared in" in done[0], u.log()[-4000:]
+            assert len(done) == 1 and "pulled and prepared in" in done[0], u.tail()
             # A broken image: its canary fails, the workers stay, and it is not tried again.
             registry.push_tag(broken, repo)
             assert wait_for(lambda: _lines(u, "was not rolled out"), timeout=90), \
-                u.log()[-4000:]
+                u.tail()
             moved = len(_lines(u, "moved in its registry"))
             time.sleep(8)  # four intervals
-            assert len(_lines(u, "moved in its registry")) == moved, u.log()[-4000:]
+            assert len(_lines(u, "moved in its registry")) == moved, u.tail()
             assert set(loop.versions()[-20:]) == {"v2"}
             # A good push after it rolls out.
             registry.push_tag(plug_images.v1, repo)
             assert wait_for(lambda: loop.versions()[-1:] == ["v1"], timeout=90), \
-                u.log()[-4000:]
+                u.tail()
         finally:
             loop.finish()
         assert loop.failures == [], loop.failures[:5]
-        assert len(_lines(u, "rollout of image")) == 1, u.log()[-4000:]
+        assert len(_lines(u, "rollout of image")) == 1, u.tail()
         _assert_canary_first(u.log())
         plug.stop_and_check(u)
     finally:
@@ -208,15 +208,15 @@ def test_follow_moves_with_the_registry_not_with_the_daemons_tag(plug, plug_imag
         for step in (("tag", plug_images.v2, ref), ("rmi", ref)):
             docker(*step)
             before = checks()
-            assert wait_for(lambda: checks() >= before + 3, timeout=60), u.log()[-4000:]
-            assert _lines(u, "moved in its registry") == [], (step, u.log()[-4000:])
+            assert wait_for(lambda: checks() >= before + 3, timeout=60), u.tail()
+            assert _lines(u, "moved in its registry") == [], (step, u.tail())
             assert get_json(port)["version"] == "v1"
         pulled = u.log().count("[docker] pulled ")
         reg.push_tag(plug_images.v2, repo)
-        assert wait_for(lambda: _lines(u, "is now"), timeout=90), u.log()[-4000:]
+        assert wait_for(lambda: _lines(u, "is now"), timeout=90), u.tail()
         assert get_json(port)["version"] == "v2"
-        assert len(_lines(u, "moved in its registry")) == 1, u.log()[-4000:]
-        assert u.log().count("[docker] pulled ") - pulled == 1, u.log()[-4000:]
+        assert len(_lines(u, "moved in its registry")) == 1, u.tail()
+        assert u.log().count("[docker] pulled ") - pulled == 1, u.tail()
         plug.stop_and_check(u)
     finally:
         _forget(ref)
@@ -253,21 +253,21 @@ def test_follow_tries_again_a_push_it_could_not_pull(plug, plug_images, scratch)
         u = _follow(plug, reg, ref, port)
         assert u.wait_ready(port)["version"] == "v1"
         assert reg.retag(repo, "staging", "live")["config"]["digest"] == config_digest
-        assert wait_for(lambda: _lines(u, "rollout of image"), timeout=60), u.log()[-4000:]
+        assert wait_for(lambda: _lines(u, "rollout of image"), timeout=60), u.tail()
         assert wait_for(lambda: len(_lines(u, "rollout of image")) >= 2, timeout=60), \
-            u.log()[-4000:]
+            u.tail()
         assert get_json(port)["version"] == "v1"
         with open(config, "wb") as f:
             f.write(good)
-        assert wait_for(lambda: _lines(u, "is now"), timeout=120), u.log()[-4000:]
+        assert wait_for(lambda: _lines(u, "is now"), timeout=120), u.tail()
         assert get_json(port)["version"] == "v3"
-        assert _lines(u, f"serves {config_digest}"), u.log()[-4000:]
+        assert _lines(u, f"serves {config_digest}"), u.tail()
         stopped = _lines(u, "rollout of image")
         assert all("exit status 66" in l and "config verification" in l for l in stopped), \
             stopped
         again = _lines(u, "try it again")
-        assert len(again) == 1 and _lines(u, "was not rolled out") == [], u.log()[-4000:]
-        assert len(_lines(u, "is now")) == 1, u.log()[-4000:]
+        assert len(again) == 1 and _lines(u, "was not rolled out") == [], u.tail()
+        assert len(_lines(u, "is now")) == 1, u.tail()
         plug.stop_and_check(u)
     finally:
         _forget(ref)
@@ -291,13 +291,13 @@ def test_follow_keeps_serving_while_the_registry_is_away(plug, plug_images, scra
             assert wait_for(lambda: _lines(u, "follow: checking image"), timeout=30)
             time.sleep(6)
             failed = _lines(u, "follow: checking image")
-            assert len(failed) == 1 and "back off" in failed[0], u.log()[-4000:]
+            assert len(failed) == 1 and "back off" in failed[0], u.tail()
             reg.start()
             reg.push_tag(plug_images.v2, repo)
             # backed off: up to 16 intervals
             assert wait_for(lambda: loop.versions()[-1:] == ["v2"], timeout=120), \
-                u.log()[-4000:]
-            assert _lines(u, "can be checked again"), u.log()[-4000:]
+                u.tail()
+            assert _lines(u, "can be checked again"), u.tail()
         finally:
             loop.finish()
         assert loop.failures == [], loop.failures[:5]
@@ -318,7 +318,7 @@ def test_follow_refuses_what_cannot_move(plug, plug_images, registry):
         u = plug.start(opts + [("docker-follow", "5s")], name="refused")
         rc = u.wait_exit(30)
         lines = _lines(u, "docker-follow")
-        assert rc not in (None, 0) and len(lines) == 1 and what in lines[0], u.log()[-3000:]
+        assert rc not in (None, 0) and len(lines) == 1 and what in lines[0], u.tail()
         plug.stop_and_check(u, expect_rc=None, lazy=False)
     line = error_line(run(["--check", pinned]), 64)
     assert "cannot move" in line
@@ -357,9 +357,9 @@ def test_vassals_following_one_tag_share_checks_and_one_pull(plug, plug_images, 
         reg.push_tag(plug_images.v2, repo)
         for port in ports:
             assert wait_for(lambda: get_json(port)["version"] == "v2", timeout=120), \
-                u.log()[-4000:]
+                u.tail()
         assert wait_for(lambda: u.log().count("follow: image") and
-                        u.log().count(" is now ") >= 3, timeout=60), u.log()[-4000:]
+                        u.log().count(" is now ") >= 3, timeout=60), u.tail()
         assert u.log().count("[docker] pulled ") - pulled_before == 1, u.log()[-6000:]
         plug.stop_and_check(u, expect_rc=None)
     finally:

@@ -294,16 +294,16 @@ def test_system_prune_under_a_running_instance_takes_no_file(plug, plug_images, 
         assert wait_for(lambda: u.log().count("Respawned uWSGI worker") >= 2, timeout=30)
         assert wait_for(lambda: {get_json(port)["pid"] for _ in range(8)} - old_pids, timeout=30)
         u.wait_apps_loaded()
-        assert "unable to load app" not in u.log(), u.log()[-3000:]
+        assert "unable to load app" not in u.log(), u.tail()
         assert _read_inside(port, "/usr/lib/python3.11/this.py", "Gur Mra")
         # A rollout whose tag is gone: its canary comes back on the serving namespace.
         touch(plug.path("chain"), time.time() + 10)
         assert wait_for(lambda: _docker_lines(u.log(), "rollout of image"), timeout=60), \
-            u.log()[-3000:]
+            u.tail()
         # A full reload that cannot resolve keeps serving the namespace it has.
         touch(plug.path("reload"), time.time() + 20)
         assert wait_for(lambda: get_json(port)["environ"].get("UWSGI_RELOADS") == "1",
-                        timeout=90), u.log()[-3000:]
+                        timeout=90), u.tail()
         n = len(loop.versions())
         assert wait_for(lambda: len(loop.versions()) >= n + 50, timeout=30)
         got = get_json(port, "/?read=/srv/only-in-image")
@@ -336,7 +336,7 @@ def test_daemon_stopped_by_pid_during_a_full_reload_and_a_fresh_start(plug, plug
         assert d2.pid is None and not d2.answers()
         touch(plug.path("reload"), time.time() + 10)
         assert wait_for(lambda: get_json(port)["environ"].get("UWSGI_RELOADS") == "1",
-                        timeout=60), u.log()[-3000:]
+                        timeout=60), u.tail()
         n = len(loop.versions())
         assert wait_for(lambda: len(loop.versions()) >= n + 20, timeout=20)
     finally:
@@ -344,19 +344,19 @@ def test_daemon_stopped_by_pid_during_a_full_reload_and_a_fresh_start(plug, plug
     assert loop.failures == [], loop.failures[:5]
     assert set(loop.versions()) == {"v1"}
     lines = _docker_lines(u.log(), "using the last good resolution")
-    assert len(lines) == 1, u.log()[-3000:]
+    assert len(lines) == 1, u.tail()
     plug.stop_and_check(u)
     # a fresh start, the daemon still stopped
     u = plug.start(opts, name="stopped-fresh")
     assert u.wait_ready(port)["version"] == "v1"
-    assert len(_docker_lines(u.log(), "using the last good resolution")) == 1, u.log()[-3000:]
+    assert len(_docker_lines(u.log(), "using the last good resolution")) == 1, u.tail()
     plug.stop_and_check(u)
     # the daemon back, the tag moved: the next start serves the new image
     d2.start()
     d2.docker("tag", plug_images.v2, tag)
     u = plug.start(opts, name="stopped-back")
     assert u.wait_ready(port)["version"] == "v2"
-    assert _docker_lines(u.log(), "last good") == [], u.log()[-3000:]
+    assert _docker_lines(u.log(), "last good") == [], u.tail()
     plug.stop_and_check(u)
     d2.docker("rmi", tag)
     os.unlink(udlib.lastgood_record(d2.sock, tag))

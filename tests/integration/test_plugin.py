@@ -180,7 +180,7 @@ def test_form1_touch_workers_reload(plug, plug_images):
     new = wait_for(lambda: (lambda w: w if len(w) == 2 and not set(w) & set(old) else None)(
         _workers(u)), timeout=30)
     assert new, f"workers were not replaced after touching {trigger}: {old} -> {_workers(u)}\n" \
-                f"{u.log()[-3000:]}"
+                f"{u.tail()}"
     # the new workers enter the same namespace (a worker just forked is still in the master's
     # until its post-fork hook) and serve from the image
     entered = wait_for(lambda: {ns_of(p) for p in new} == old_ns, timeout=10)
@@ -228,9 +228,9 @@ def test_form1_reload_onto_retagged_image_without_failed_requests(plug, plug_ima
           f"{versions.count('v1')} from v1, {versions.count('v2')} from v2")
     assert loop.failures == [], \
         f"{len(loop.failures)} failed requests of {len(versions) + len(loop.failures)} " \
-        f"during the reload, first: {loop.failures[:5]}\n{u.log()[-3000:]}"
+        f"during the reload, first: {loop.failures[:5]}\n{u.tail()}"
     assert "v2" in versions, f"answers never switched to v2 ({len(versions)} requests, all " \
-                             f"{set(versions)})\n{u.log()[-3000:]}"
+                             f"{set(versions)})\n{u.tail()}"
     first_v2 = versions.index("v2")
     assert first_v2 > 0 and set(versions[:first_v2]) == {"v1"}
     assert set(versions[first_v2:]) == {"v2"}, "v1 answered after the reload onto v2"
@@ -248,7 +248,7 @@ def test_form1_reload_onto_retagged_image_without_failed_requests(plug, plug_ima
         _touch(reload_file, time.time() + 10 * i)
         got = wait_for(lambda: _reloads(port) == str(i), timeout=40)
         assert got, f"reload {i} did not happen (UWSGI_RELOADS={_reloads(port)})\n" \
-                    f"{u.log()[-3000:]}"
+                    f"{u.tail()}"
         generations.add(get_json(port)["mnt_ns"])
 
     # after them: the master (host), its two workers (one image namespace) and the init of
@@ -361,7 +361,7 @@ def test_emperor_three_vassals_on_two_images_with_clone(plug, plug_images):
     rc = plug.stop_and_check(u, expect_rc=None)
     print(f"emperor exit status after SIGINT: {rc}")
     assert rc is not None
-    assert "The Emperor is buried" in u.log(), u.log()[-3000:]
+    assert "The Emperor is buried" in u.log(), u.tail()
     for name in vassals:
         assert not any(f"--ini {os.path.join(vassal_dir, name)}" in cmdline(p) for p in all_pids())
 
@@ -546,7 +546,7 @@ def test_form1_rwpath_persists_across_a_full_reload(plug, plug_images):
     first_ns = d["mnt_ns"]
     _touch(reload_file, time.time() + 10)
     assert wait_for(lambda: _reloads(port) == "1", timeout=40), \
-        f"no reload (UWSGI_RELOADS={_reloads(port)}):\n{u.log()[-3000:]}"
+        f"no reload (UWSGI_RELOADS={_reloads(port)}):\n{u.tail()}"
     d = get_json(port, "/?read=/srv/persist")
     assert d["read"] == "written from inside\n", d["read"]
     u.seen_mnt_ns.add(first_ns)
@@ -610,10 +610,10 @@ def test_image_env_never_steers_the_host_master(plug, plug_images):
     # the master's Python never had them: nothing was held back, nothing to log
     assert "kept out of the master" not in u.log()
     _touch(reload_file, time.time() + 10)
-    assert wait_for(lambda: _reloads(port) == "1", timeout=40), u.log()[-3000:]
+    assert wait_for(lambda: _reloads(port) == "1", timeout=40), u.tail()
     get_json(port, "/")
     assert not os.path.exists(marker), "the image's UWSGI_EXEC_AS_ROOT ran on the host"
-    assert "touch " + marker not in u.log(), u.log()[-3000:]
+    assert "touch " + marker not in u.log(), u.tail()
     plug.stop_and_check(u)
 
 

@@ -315,7 +315,7 @@ def test_a_rollout_onto_an_image_that_would_run_as_root_stops(plug, dr, plug_ima
     assert d["uid"] == 1234, d
     udlib.docker("tag", dr["plain"], tag)
     os.utime(chain, (time.time() + 10, time.time() + 10))
-    assert wait_for(lambda: "[docker] rollout of image" in u.log(), timeout=60), u.log()[-3000:]
+    assert wait_for(lambda: "[docker] rollout of image" in u.log(), timeout=60), u.tail()
     stopped = [l for l in _docker_lines(u.log()) if "rollout of image" in l]
     assert len(stopped) == 1 and "stopped" in stopped[0] and "names no User" in stopped[0], stopped
     for _ in range(4):

@@ -106,7 +106,7 @@ class Chain:
 
     def wait(self, what, count, timeout=60):
         ok = wait_for(lambda: self.u.log().count(what) >= count, timeout=timeout)
-        assert ok, f"{what!r} did not appear {count} times:\n{self.u.log()[-4000:]}"
+        assert ok, f"{what!r} did not appear {count} times:\n{self.u.tail()}"
 
 
 def _live_mnt_namespaces(u=None):
@@ -138,7 +138,7 @@ def _gaps(loop):
 
 def _assert_no_failures(loop, u):
     assert loop.failures == [], \
-        f"{len(loop.failures)} failed requests, first: {loop.failures[:5]}\n{u.log()[-4000:]}"
+        f"{len(loop.failures)} failed requests, first: {loop.failures[:5]}\n{u.tail()}"
 
 
 def _docker_lines(log, text):
@@ -331,7 +331,7 @@ def test_soak_full_reloads_and_rollouts_under_four_clients(plug, plug_images):
     failures = [f for loop in loops for f in loop.failures]
     print(f"soak: {answered} answers, {len(failures)} failures")
     assert failures == [], f"{len(failures)} of {answered + len(failures)} requests failed, " \
-                           f"first: {failures[:5]}\n{u.log()[-4000:]}"
+                           f"first: {failures[:5]}\n{u.tail()}"
     plug.stop_and_check(u)
 
 
@@ -364,9 +364,9 @@ def test_a_full_reload_that_cannot_resolve_keeps_serving_the_previous_image(plug
             write_ini(ini, [(k, killer if k == "docker-helper" else v) for k, v in opts])
         _touch(plug.path("reload"), time.time() + 10)
         assert wait_for(lambda: _docker_lines(u.log(), "keep serving"), timeout=60), \
-            u.log()[-4000:]
+            u.tail()
         assert wait_for(lambda: get_json(port)["environ"].get("UWSGI_RELOADS") == "1",
-                        timeout=30), u.log()[-3000:]
+                        timeout=30), u.tail()
         n = len(loop.versions())
         assert wait_for(lambda: len(loop.versions()) >= n + 50, timeout=20)
         d = get_json(port)
@@ -380,7 +380,7 @@ def test_a_full_reload_that_cannot_resolve_keeps_serving_the_previous_image(plug
         write_ini(ini, opts)
         udlib.docker("tag", plug_images.v2, tag)
         _touch(plug.path("reload"), time.time() + 20)
-        assert wait_for(lambda: get_json(port)["version"] == "v2", timeout=60), u.log()[-3000:]
+        assert wait_for(lambda: get_json(port)["version"] == "v2", timeout=60), u.tail()
         n = len(loop.versions())
         assert wait_for(lambda: len(loop.versions()) >= n + 20, timeout=20)
     finally:

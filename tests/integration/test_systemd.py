@@ -112,9 +112,9 @@ def test_ready_reaches_notify_socket_from_the_master(plug, plug_images, form):
         d = u.wait_ready(port)
         assert d["version"] == "v1" and d["only_in_image"] == "image-only-content", d
         got = n.wait_for("READY=1", 20)
-        assert got, f"no READY=1 on NOTIFY_SOCKET; got {n.messages}:\n{u.log()[-3000:]}"
+        assert got, f"no READY=1 on NOTIFY_SOCKET; got {n.messages}:\n{u.tail()}"
         assert got[0] == u.pid, f"READY=1 from pid {got[0]}, not the main pid {u.pid}"
-        assert "[docker] cannot" not in u.log(), u.log()[-3000:]
+        assert "[docker] cannot" not in u.log(), u.tail()
         if form == "form2":
             assert "NOTIFY_SOCKET" not in d["environ"], d["environ"]
             workers = _workers(u)
@@ -132,7 +132,7 @@ def test_form2_unreachable_notify_socket_is_one_line_and_still_serves(plug, plug
     u = plug.start_raw(["--ini", ini], name="form2", env={"NOTIFY_SOCKET": missing})
     assert u.wait_ready(port)["version"] == "v1"
     lines = [l for l in u.log().splitlines() if l.startswith("[docker] cannot connect")]
-    assert len(lines) == 1 and missing in lines[0], u.log()[-3000:]
+    assert len(lines) == 1 and missing in lines[0], u.tail()
     plug.stop_and_check(u)
 
 
@@ -237,7 +237,7 @@ class Unit:
 
     def wait_ready(self, timeout=40):
         got = self.listener.wait_for("READY=1", timeout)
-        assert got, f"{self.path}: no READY=1 ({self.listener.messages}):\n{self.u.log()[-3000:]}"
+        assert got, f"{self.path}: no READY=1 ({self.listener.messages}):\n{self.u.tail()}"
         if self.notify_access == "main":
             assert got[0] == self.u.pid, f"READY=1 from {got[0]}, the main pid is {self.u.pid}"
 
@@ -311,7 +311,7 @@ def test_single_instance_unit_with_its_socket_unit(plug, plug_images):
     u = unit.start("myapp")
     # the first connection starts the instance, as systemd does
     raw = wait_for(lambda: _try_request(sock), 40, interval=0.5)
-    assert raw, f"no answer on {sock}:\n{u.log()[-3000:]}"
+    assert raw, f"no answer on {sock}:\n{u.tail()}"
     status, body = parse_http(raw)
     assert "200" in status and b'"only_in_image": "image-only-content"' in body, raw[:500]
     assert "SystemD socket activation detected" in u.log()
@@ -360,8 +360,8 @@ def test_debian_uwsgi_emperor_own_ini_cannot_run_docker_vassals(plug, plug_image
     unit = Unit(plug, DEBIAN_EMPEROR_UNIT, {DEBIAN_EMPEROR_INI: ini})
     u = unit.start("debian-emperor-own-ini")
     line = f"[docker] uWSGI runs as uid {WWW_DATA[0]}, and the docker plugin must start as root"
-    assert wait_for(lambda: line in u.log(), 30), u.log()[-3000:]
-    assert "WSGI app" not in u.log() and "[docker] image" not in u.log(), u.log()[-3000:]
+    assert wait_for(lambda: line in u.log(), 30), u.tail()
+    assert "WSGI app" not in u.log() and "[docker] image" not in u.log(), u.tail()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     unit.stop(expect_rc=None)
