@@ -9,14 +9,27 @@
 #include "error.h"
 
 #define UD_LA_FUNCS(X)                     \
+	X(archive_entry_acl_types)         \
+	X(archive_entry_atime)             \
+	X(archive_entry_atime_is_set)      \
+	X(archive_entry_atime_nsec)        \
+	X(archive_entry_fflags)            \
 	X(archive_entry_filetype)          \
+	X(archive_entry_gid)               \
 	X(archive_entry_hardlink)          \
+	X(archive_entry_mode)              \
+	X(archive_entry_mtime)             \
+	X(archive_entry_mtime_is_set)      \
+	X(archive_entry_mtime_nsec)        \
 	X(archive_entry_pathname)          \
 	X(archive_entry_set_hardlink)      \
 	X(archive_entry_set_pathname)      \
 	X(archive_entry_size)              \
+	X(archive_entry_sparse_count)      \
 	X(archive_entry_symlink)           \
+	X(archive_entry_uid)               \
 	X(archive_entry_xattr_add_entry)   \
+	X(archive_entry_xattr_count)       \
 	X(archive_entry_xattr_clear)       \
 	X(archive_entry_xattr_next)        \
 	X(archive_entry_xattr_reset)       \

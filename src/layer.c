@@ -23,6 +23,7 @@
 #include "hasher.h"
 #include "la.h"
 #include "prefault.h"
+#include "smallw.h"
 #include "util.h"
 
 struct ud_layer_limits ud_layer_limits = {
@@ -197,7 +198,11 @@ struct extract {
 	size_t n_wo;
 	uint64_t files, bytes, apparent;
 	ud_prefault *pf;
-	int pfd; /* the member being written, opened again for pf; -1: none */
+	int pfd;       /* the member being written, opened again for pf; -1: none */
+	ud_smallw *sw; /* started at the first small file; NULL before, or if it could not be */
+	bool sw_failed;
+	time_t start;	/* libarchive's time for a member without one */
+	char dir[4096]; /* the directory a small file went to last, known to be one */
 };
 
 /* "dir/.wh.NAME" hides "dir/NAME"; "dir/.wh..wh..opq" makes "dir" opaque. */
@@ -384,6 +389,128 @@ static void prefault_member(struct extract *x, struct archive_entry *ent, const 
 	ud_prefault_file(x->pf, x->pfd, (uint64_t)size);
 }
 
+/* ---------------------------------------------------------------- small files (smallw.h) */
+
+/* A name without empty or "." components: the only spelling the writers' set of queued names
+ * would recognise. */
+static bool plain_path(const char *p)
+{
+	if (!*p || *p == '/')
+		return false;
+	for (;;) {
+		size_t n = strcspn(p, "/");
+		if (n == 0 || (n == 1 && p[0] == '.'))
+			return false;
+		if (!p[n])
+			return true;
+		p += n + 1;
+	}
+}
+
+/* A regular file the writers make as libarchive would: no link, no extended metadata, small
+ * (larger ones go to the prefault thread), a plain name in a directory that already is one. */
+static bool small_plain_file(struct extract *x, struct archive_entry *ent, const char *name)
+{
+	unsigned long set = 0, clear = 0;
+	ud_la.archive_entry_fflags(ent, &set, &clear);
+	la_int64_t size = ud_la.archive_entry_size(ent);
+	if (x->sw_failed || ud_la.archive_entry_filetype(ent) != AE_IFREG || size < 0 ||
+	    size >= PREFAULT_MIN || ud_la.archive_entry_hardlink(ent) || set || clear ||
+	    ud_la.archive_entry_xattr_count(ent) || ud_la.archive_entry_acl_types(ent) ||
+	    ud_la.archive_entry_sparse_count(ent) || !plain_path(name))
+		return false;
+	const char *slash = strrchr(name, '/');
+	size_t n = slash ? (size_t)(slash - name) : 0;
+	if (!n || (strlen(x->dir) == n && !strncmp(x->dir, name, n)))
+		return true;
+	char dir[sizeof(x->dir)];
+	snprintf(dir, sizeof(dir), "%.*s", (int)n, name);
+	ud_autoclose int fd = ud_openat2(x->rootfd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC,
+					 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+	if (fd < 0)
+		return false; /* libarchive makes it, or says why not */
+	memcpy(x->dir, dir, n + 1);
+	return true;
+}
+
+/* Before a member meets the tree: the queued files it could meet are made first. A directory
+ * only meets those of its own path (or above it); anything else libarchive writes may replace
+ * or link to any path, so all of them. */
+static int settle(struct extract *x, struct archive_entry *ent, const char *name, bool small,
+		  ud_error *e)
+{
+	if (!x->sw)
+		return 0;
+	bool wait = true;
+	if (small) {
+		wait = ud_smallw_pending(x->sw, name);
+	} else if (ud_la.archive_entry_filetype(ent) == AE_IFDIR) {
+		char dir[4096];
+		snprintf(dir, sizeof(dir), "%s", name);
+		for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/'; n--)
+			dir[n - 1] = '\0';
+		wait = !plain_path(dir) || ud_smallw_pending(x->sw, dir);
+	} else {
+		x->dir[0] = '\0'; /* it may replace that directory */
+	}
+	if (wait && ud_smallw_wait(x->sw, e) < 0)
+		return ud_context(e, "layer %s", x->layer);
+	return 0;
+}
+
+static struct timespec entry_time(bool set, time_t s, long ns, time_t start)
+{
+	return set ? (struct timespec){s, ns} : (struct timespec){start, 0};
+}
+
+/* The member's bytes, read here; the file is made by a writer. */
+static int queue_small(struct extract *x, struct archive_entry *ent, const char *name, ud_error *e)
+{
+	size_t len = (size_t)ud_la.archive_entry_size(ent);
+	if ((x->bytes += len) > ud_layer_limits.max_bytes)
+		return over_limit(x->layer, "bytes of data", ud_layer_limits.max_bytes,
+				  "--cache-max-bytes", e);
+	char *data = malloc(len ? len : 1);
+	if (!data)
+		return ud_oom(e);
+	for (size_t got = 0; got < len;) {
+		la_ssize_t n = ud_la.archive_read_data(x->in, data + got, len - got);
+		if (n <= 0) {
+			free(data);
+			return ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", x->layer,
+				       name,
+				       n < 0 ? ud_la.archive_error_string(x->in) : "truncated");
+		}
+		got += (size_t)n;
+	}
+	struct ud_smallw_file f = {
+		.name = name,
+		.data = data,
+		.len = len,
+		.uid = (uid_t)ud_la.archive_entry_uid(ent),
+		.gid = (gid_t)ud_la.archive_entry_gid(ent),
+		.mode = ud_la.archive_entry_mode(ent) & 07777,
+		.times = {entry_time(ud_la.archive_entry_atime_is_set(ent),
+				     ud_la.archive_entry_atime(ent),
+				     ud_la.archive_entry_atime_nsec(ent), x->start),
+			  entry_time(ud_la.archive_entry_mtime_is_set(ent),
+				     ud_la.archive_entry_mtime(ent),
+				     ud_la.archive_entry_mtime_nsec(ent), x->start)}};
+	return ud_smallw_add(x->sw, &f, e) < 0 ? ud_context(e, "layer %s", x->layer) : 0;
+}
+
+/* Whether the member goes to the writers (started here, at the first small file). */
+static bool to_writers(struct extract *x, struct archive_entry *ent, const char *name)
+{
+	if (!small_plain_file(x, ent, name))
+		return false;
+	if (!x->sw && ud_smallw_start(&x->sw, x->rootfd, NULL) < 0)
+		x->sw_failed = true;
+	return x->sw != NULL;
+}
+
+/* ---------------------------------------------------------------- one member */
+
 static int extract_member(struct extract *x, struct archive_entry *ent, ud_error *e)
 {
 	if (check_member(x, ent, e) < 0)
@@ -399,14 +526,21 @@ static int extract_member(struct extract *x, struct archive_entry *ent, ud_error
 	if (!rp || !ud_layer_member_name_safe(name))
 		return ud_fail(e, UD_EXIT_STORAGE, 0,
 			       "layer %s: hostile member '%s' (absolute or '..')", x->layer, raw);
-	if (check_hardlink(x, ent, raw, e) < 0)
+	/* The link's target must be there to be checked. */
+	if (ud_la.archive_entry_hardlink(ent) &&
+	    (settle(x, ent, name, false, e) < 0 || check_hardlink(x, ent, raw, e) < 0))
 		return -1;
-	ud_la.archive_entry_set_pathname(ent, name);
 	size_t off = 0;
 	int kind = ud_layer_whiteout_kind(name, &off);
-	if (kind)
+	if (kind) /* applied once every file is made */
 		return record_whiteout(x, name, raw, kind, off, e);
 	drop_overlay_xattrs(ent);
+	bool small = to_writers(x, ent, name);
+	if (settle(x, ent, name, small, e) < 0)
+		return -1;
+	if (small)
+		return queue_small(x, ent, name, e);
+	ud_la.archive_entry_set_pathname(ent, name);
 	if (ud_la.archive_write_header(x->out, ent) < ARCHIVE_WARN)
 		return write_failed(x, name, " refused", e);
 	prefault_member(x, ent, name);
@@ -427,7 +561,12 @@ static int extract_member(struct extract *x, struct archive_entry *ent, ud_error
 static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_prefault *pf,
 		       ud_error *e)
 {
-	struct extract x = {.in = in, .rootfd = rootfd, .layer = layer, .pf = pf, .pfd = -1};
+	struct extract x = {.in = in,
+			    .rootfd = rootfd,
+			    .layer = layer,
+			    .pf = pf,
+			    .pfd = -1,
+			    .start = time(NULL)};
 	if (!(x.out = ud_la.archive_write_disk_new()))
 		return ud_oom(e);
 	ud_la.archive_write_disk_set_options(
@@ -449,13 +588,17 @@ static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_pre
 		if ((r = extract_member(&x, ent, e)) < 0)
 			break;
 	}
-	/* Whiteouts before the close: it sets the directories' times last, as the tar says. */
+	/* Every file made before the whiteouts and the close: it sets the directories' times
+	 * last, as the tar says. */
+	if (x.sw && ud_smallw_wait(x.sw, r == 0 ? e : NULL) < 0 && r == 0)
+		r = ud_context(e, "layer %s", layer);
 	for (size_t i = 0; r == 0 && i < x.n_wo; i++)
 		r = apply_whiteout(rootfd, &x.wo[i], e);
 	if (ud_la.archive_write_close(x.out) < ARCHIVE_WARN && r == 0)
 		r = ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: %s", layer,
 			    ud_la.archive_error_string(x.out));
 	ud_la.archive_write_free(x.out);
+	ud_smallw_stop(x.sw);
 	for (size_t i = 0; i < x.n_wo; i++)
 		free(x.wo[i].path);
 	free(x.wo);

@@ -37,12 +37,23 @@ declare -A TESTS=(
 	[abi-unchecked]="$I/test_packaging.py -k abi_check"
 	[notify-by-path]="$I/test_systemd.py -k notify_socket"
 	[notify-fd-inherited]="$I/test_systemd.py -k notify_socket"
+	[smallw-follows-symlinks]="$I/test_hostile.py"
+	[smallw-opens-existing]="$I/test_hostile.py"
 )
 ORDER="nosuid-root opaque-unmarked nstype-unchecked recv-no-cloexec sys-rw diffid-unverified
 no-uid-refusal master-env-kept api-not-negotiated dotdot-repository resolve-not-in-root
-open-no-cloexec abi-unchecked notify-by-path notify-fd-inherited"
+open-no-cloexec abi-unchecked notify-by-path notify-fd-inherited smallw-follows-symlinks
+smallw-opens-existing"
 
 mutant_none() { :; }
+# the small-file writers create through symlinks (a plain openat, nothing beneath the root).
+mutant_smallw-follows-symlinks() {
+	$M src/smallw.c '\.resolve = RESOLVE_BENEATH \| RESOLVE_NO_SYMLINKS\}' '.resolve = 0}'
+}
+# the small-file writers open a file already there (a hard link to a host file) and write it.
+mutant_smallw-opens-existing() {
+	$M src/smallw.c 'O_WRONLY \| O_CREAT \| O_EXCL \| O_NOFOLLOW' 'O_WRONLY | O_CREAT | O_TRUNC'
+}
 # nosuid dropped from the overlay root (both mount paths).
 mutant_nosuid-root() {
 	$M src/rootfs.c 'unsigned attrs = MOUNT_ATTR_NOSUID \| MOUNT_ATTR_NODEV;' \

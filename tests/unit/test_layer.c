@@ -104,18 +104,21 @@ struct tar {
 	int fd; /* a memfd */
 };
 
-static void tar_member(struct tar *t, const char *name, char type, const char *data,
-		       const char *link)
+struct meta {
+	unsigned mode, uid, gid, mtime;
+};
+
+static void tar_member_len(struct tar *t, const char *name, char type, const char *data, size_t len,
+			   const char *link, const struct meta *m)
 {
 	unsigned char h[512] = {0};
-	size_t len = data ? strlen(data) : 0;
 	assert_true(strlen(name) < 100);
 	memcpy(h, name, strlen(name));
-	snprintf((char *)h + 100, 8, "%07o", type == '5' ? 0755 : 0644);
-	snprintf((char *)h + 108, 8, "%07o", 0);
-	snprintf((char *)h + 116, 8, "%07o", 0);
+	snprintf((char *)h + 100, 8, "%07o", m ? m->mode : type == '5' ? 0755 : 0644);
+	snprintf((char *)h + 108, 8, "%07o", m ? m->uid : 0);
+	snprintf((char *)h + 116, 8, "%07o", m ? m->gid : 0);
 	snprintf((char *)h + 124, 12, "%011o", (unsigned)len);
-	snprintf((char *)h + 136, 12, "%011o", 1700000000);
+	snprintf((char *)h + 136, 12, "%011o", m ? m->mtime : 1700000000);
 	h[156] = (unsigned char)type;
 	if (link)
 		memcpy(h + 157, link, strlen(link));
@@ -133,6 +136,12 @@ static void tar_member(struct tar *t, const char *name, char type, const char *d
 		size_t rest = (512 - len % 512) % 512;
 		assert_int_equal(write(t->fd, pad, rest), (ssize_t)rest);
 	}
+}
+
+static void tar_member(struct tar *t, const char *name, char type, const char *data,
+		       const char *link)
+{
+	tar_member_len(t, name, type, data, data ? strlen(data) : 0, link, NULL);
 }
 
 static void tar_open(struct tar *t)
@@ -273,6 +282,154 @@ static void test_unpack_whiteout_of_dot_refused(void **state)
 	refused("./.wh..", '0', NULL, "hostile member './.wh..'");
 }
 
+/* ---------------------------------------------------------------- small files (smallw.c) */
+
+static void content_is(const char *rel, const char *want, size_t len)
+{
+	char p[256], got[300 * 1024];
+	snprintf(p, sizeof(p), "%s/%s", dir_path, rel);
+	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	assert_true(fd >= 0);
+	ssize_t n = read(fd, got, sizeof(got));
+	close(fd);
+	if (n != (ssize_t)len || memcmp(got, want, len))
+		fail_msg("%s: %zd bytes, not the %zu written", rel, n, len);
+}
+
+/* The small files' writers set what libarchive's writer sets: owner, mode with its set-id bits,
+ * times; and the directories keep the tar's times although files went in after them. */
+static void test_small_files_carry_their_metadata(void **state)
+{
+	(void)state;
+	struct tar t;
+	tar_open(&t);
+	const struct meta d = {0750, 0, 0, 1600000000}, f = {04755, 1234, 5678, 1500000000},
+			  g = {0640, 99, 98, 1400000000};
+	tar_member_len(&t, "bin/", '5', NULL, 0, NULL, &d);
+	tar_member_len(&t, "bin/tool", '0', "#!/bin/sh\n", 10, NULL, &f);
+	tar_member_len(&t, "bin/empty", '0', NULL, 0, NULL, &g);
+	tar_close(&t);
+	char hex[65];
+	ud_error e;
+	assert_int_equal(unpack(&t, hex, &e), 1);
+	struct stat st;
+	assert_true(exists_at("bin/tool", &st) && S_ISREG(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 04755);
+	assert_int_equal(st.st_uid, 1234);
+	assert_int_equal(st.st_gid, 5678);
+	assert_int_equal(st.st_mtime, 1500000000);
+	content_is("bin/tool", "#!/bin/sh\n", 10);
+	assert_true(exists_at("bin/empty", &st) && st.st_size == 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_int_equal(st.st_uid, 99);
+	assert_int_equal(st.st_mtime, 1400000000);
+	assert_true(exists_at("bin", &st) && S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 07777, 0750);
+	assert_int_equal(st.st_mtime, 1600000000);
+}
+
+/* What the tar says last wins, as one writer would have it: a file named twice, a file that a
+ * directory replaces, a hard link to a file just queued. */
+static void test_small_files_keep_the_tars_order(void **state)
+{
+	(void)state;
+	struct tar t;
+	tar_open(&t);
+	tar_member(&t, "a/", '5', NULL, NULL);
+	tar_member(&t, "a/twice", '0', "first\n", NULL);
+	tar_member(&t, "a/twice", '0', "second\n", NULL);
+	tar_member(&t, "a/x", '0', "a file\n", NULL);
+	tar_member(&t, "a/x/", '5', NULL, NULL);
+	tar_member(&t, "a/x/y", '0', "in the directory\n", NULL);
+	tar_member(&t, "a/target", '0', "linked\n", NULL);
+	tar_member(&t, "a/link", '1', NULL, "a/target");
+	tar_close(&t);
+	char hex[65];
+	ud_error e;
+	if (unpack(&t, hex, &e) != 1)
+		fail_msg("%s", e.msg);
+	struct stat st;
+	content_is("a/twice", "second\n", 7);
+	assert_true(exists_at("a/x", &st) && S_ISDIR(st.st_mode));
+	content_is("a/x/y", "in the directory\n", 17);
+	assert_true(exists_at("a/link", &st) && st.st_nlink == 2);
+	content_is("a/link", "linked\n", 7);
+	/* A file, then a name below it: refused, as libarchive's writer alone refuses it. */
+	tar_open(&t);
+	tar_member(&t, "p", '0', "a file, then a parent\n", NULL);
+	tar_member(&t, "p/q", '0', "below it\n", NULL);
+	tar_close(&t);
+	assert_int_equal(unpack(&t, hex, &e), -1);
+	assert_non_null(strstr(e.msg, "member 'p/q' refused"));
+}
+
+/* More files than the queue holds and than the set of queued names remembers, more bytes than
+ * may be in flight: every one made, with its own bytes. */
+static void test_small_files_past_the_queues_limits(void **state)
+{
+	(void)state;
+	static char big[255 * 1024];
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)(i * 7 + 3);
+	struct tar t;
+	tar_open(&t);
+	tar_member(&t, "d/", '5', NULL, NULL);
+	char name[64], data[64];
+	for (int i = 0; i < 5000; i++) {
+		snprintf(name, sizeof(name), "d/f%04d", i);
+		snprintf(data, sizeof(data), "file %d\n", i);
+		tar_member(&t, name, '0', data, NULL);
+	}
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "d/big%02d", i);
+		big[0] = (char)i;
+		tar_member_len(&t, name, '0', big, sizeof(big), NULL, NULL);
+	}
+	tar_close(&t);
+	char hex[65];
+	ud_error e;
+	assert_int_equal(unpack(&t, hex, &e), 1);
+	for (int i = 0; i < 5000; i += 499) {
+		snprintf(name, sizeof(name), "d/f%04d", i);
+		snprintf(data, sizeof(data), "file %d\n", i);
+		content_is(name, data, strlen(data));
+	}
+	snprintf(name, sizeof(name), "d/f%04d", 4999);
+	content_is(name, "file 4999\n", 10);
+	big[0] = 39;
+	content_is("d/big39", big, sizeof(big));
+}
+
+/* A symlink placed by one member, a small file through it by the next: never written outside. */
+static void test_small_file_through_a_symlink_refused(void **state)
+{
+	(void)state;
+	char outside[128];
+	snprintf(outside, sizeof(outside), "%s-outside", dir_path);
+	assert_int_equal(mkdir(outside, 0700), 0);
+	char target[160];
+	snprintf(target, sizeof(target), "../%s", outside);
+	struct tar t;
+	tar_open(&t);
+	tar_member(&t, "d/", '5', NULL, NULL);
+	tar_member(&t, "d/ok", '0', "queued first\n", NULL);
+	tar_member(&t, "esc", '2', NULL, target);
+	tar_member(&t, "esc/owned", '0', "escaped\n", NULL);
+	tar_close(&t);
+	char hex[65];
+	ud_error e;
+	int r = unpack(&t, hex, &e);
+	char p[200];
+	snprintf(p, sizeof(p), "%s/owned", outside);
+	struct stat st;
+	bool escaped = lstat(p, &st) == 0;
+	unlink(p);
+	rmdir(outside);
+	assert_false(escaped);
+	assert_int_equal(r, -1);
+	assert_int_equal(e.status, UD_EXIT_STORAGE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -280,6 +437,14 @@ int main(void)
 		cmocka_unit_test(test_whiteouts),
 		cmocka_unit_test(test_name_fits),
 		cmocka_unit_test(test_sizes),
+		cmocka_unit_test_setup_teardown(test_small_files_carry_their_metadata, setup_dir,
+						teardown_dir),
+		cmocka_unit_test_setup_teardown(test_small_files_keep_the_tars_order, setup_dir,
+						teardown_dir),
+		cmocka_unit_test_setup_teardown(test_small_files_past_the_queues_limits, setup_dir,
+						teardown_dir),
+		cmocka_unit_test_setup_teardown(test_small_file_through_a_symlink_refused,
+						setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_unpack_local_tar, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_unpack_digest, setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(test_unpack_hostile_members, setup_dir,
