@@ -81,16 +81,18 @@ static double since(const struct timespec *t)
 
 static void draw(struct display *dp, const struct ud_pull_progress *p)
 {
-	long long cur = 0, total = 0;
+	/* In double: the sizes are the registry's (through the daemon), and a long long sum of
+	 * them can overflow; this is only shown. */
+	double cur = 0, total = 0;
 	for (size_t i = 0; i < p->n_layers; i++) {
 		const struct ud_pull_layer *l = &p->layers[i];
 		if (l->existed)
 			continue;
-		total += l->total;
-		cur += l->done ? l->total : l->current;
+		total += (double)l->total;
+		cur += (double)(l->done ? l->total : l->current);
 	}
 	fprintf(dp->out, "\r\033[Kpulling %s: %zu/%zu layers, %.1f/%.1f MB", dp->ref, p->n_done,
-		p->n_layers, (double)cur / 1e6, (double)total / 1e6);
+		p->n_layers, cur / 1e6, total / 1e6);
 	fflush(dp->out);
 	clock_gettime(CLOCK_MONOTONIC, &dp->drawn);
 }
@@ -102,7 +104,8 @@ static void on_event(void *ctx, const struct ud_pull_progress *p, enum ud_pull_e
 	if (dp->tty && (ev == UD_PULL_EV_LAYER_DONE || since(&dp->drawn) >= 0.1))
 		draw(dp, p);
 	else if (!dp->tty && ev == UD_PULL_EV_LAYER_DONE && !l->existed)
-		fprintf(dp->out, "uwsgi-docker-rootfs: pulling %s: layer %s complete (%lld bytes)\n",
+		fprintf(dp->out,
+			"uwsgi-docker-rootfs: pulling %s: layer %s complete (%lld bytes)\n",
 			dp->ref, l->id, l->total);
 }
 
@@ -114,13 +117,15 @@ static void summary(struct display *dp, const struct ud_pull_progress *p, const 
 	for (size_t i = 0; i < p->n_layers; i++)
 		fresh += !p->layers[i].existed;
 	if (p->n_layers == 0)
-		fprintf(dp->out, "uwsgi-docker-rootfs: pulled %s from %s: up to date in %.1f s%s%s\n",
+		fprintf(dp->out,
+			"uwsgi-docker-rootfs: pulled %s from %s: up to date in %.1f s%s%s\n",
 			dp->ref, domain, since(&dp->t0), p->digest[0] ? ", " : "", p->digest);
 	else
 		fprintf(dp->out,
-		"uwsgi-docker-rootfs: pulled %s from %s: %zu new layer%s of %zu, %lld bytes in %.1f s%s%s\n",
-		dp->ref, domain, fresh, fresh == 1 ? "" : "s", p->n_layers,
-		ud_pull_progress_bytes(p), since(&dp->t0), p->digest[0] ? ", " : "", p->digest);
+			"uwsgi-docker-rootfs: pulled %s from %s: %zu new layer%s of %zu, %lld bytes in %.1f s%s%s\n",
+			dp->ref, domain, fresh, fresh == 1 ? "" : "s", p->n_layers,
+			ud_pull_progress_bytes(p), since(&dp->t0), p->digest[0] ? ", " : "",
+			p->digest);
 	fflush(dp->out);
 }
 
@@ -156,7 +161,8 @@ static int refused(ud_stream *s, const void *chunk, long n, const char *ref, con
 	ud_parse_error_message(body, msg, sizeof(msg));
 	free(body);
 	snprintf(words, sizeof(words), "%s (HTTP %ld)", msg, status);
-	return pull_failed(ref, domain, words, status == 404 ? UD_EXIT_IMAGE : ud_pull_error_status(msg), e);
+	return pull_failed(ref, domain, words,
+			   status == 404 ? UD_EXIT_IMAGE : ud_pull_error_status(msg), e);
 }
 
 static int read_progress(ud_stream *s, struct ud_pull_progress *p, struct display *dp,
@@ -172,7 +178,8 @@ static int read_progress(ud_stream *s, struct ud_pull_progress *p, struct displa
 		if (ud_pull_progress_feed(p, chunk, (size_t)n, on_event, dp, e) < 0)
 			return ud_context(e, "pull of '%s' from %s", dp->ref, domain);
 		if (p->error[0])
-			return pull_failed(dp->ref, domain, p->error, ud_pull_error_status(p->error), e);
+			return pull_failed(dp->ref, domain, p->error,
+					   ud_pull_error_status(p->error), e);
 	}
 	if (n < 0)
 		return ud_context(e, "pull of '%s' from %s", dp->ref, domain);
@@ -214,7 +221,8 @@ static int pull_now(struct ud_docker *d, const char *ref, const char *config_dir
 {
 	struct ud_ref_parts parts;
 	char path[1200];
-	if (ud_pull_path(d->api, ref, path, sizeof(path), e) < 0 || !ud_reference_parse(ref, &parts))
+	if (ud_pull_path(d->api, ref, path, sizeof(path), e) < 0 ||
+	    !ud_reference_parse(ref, &parts))
 		return -1;
 	char *line;
 	if (ud_auth_line(parts.domain, config_dir, d->timeout_ms, &line, e) < 0)

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,7 +96,8 @@ static enum ud_pull_event layer_event(struct ud_pull_layer *l, const char *statu
 		return UD_PULL_EV_LAYER_DONE;
 	}
 	json_object *detail;
-	if (strcmp(status, "Downloading") != 0 || !json_object_object_get_ex(o, "progressDetail", &detail))
+	if (strcmp(status, "Downloading") != 0 ||
+	    !json_object_object_get_ex(o, "progressDetail", &detail))
 		return UD_PULL_EV_NONE;
 	l->current = num_field(detail, "current");
 	long long total = num_field(detail, "total");
@@ -254,16 +256,23 @@ long long ud_pull_progress_bytes(const struct ud_pull_progress *p)
 {
 	long long sum = 0;
 	for (size_t i = 0; i < p->n_layers; i++)
-		if (!p->layers[i].existed)
-			sum += p->layers[i].total;
+		if (!p->layers[i].existed && __builtin_add_overflow(sum, p->layers[i].total, &sum))
+			return LLONG_MAX;
 	return sum;
 }
 
 int ud_pull_error_status(const char *msg)
 {
 	static const char *const gone[] = {
-		"not found", "manifest unknown", "name unknown", "does not exist", "unauthorized",
-		"authentication required", "denied", "no basic auth credentials", "incorrect username",
+		"not found",
+		"manifest unknown",
+		"name unknown",
+		"does not exist",
+		"unauthorized",
+		"authentication required",
+		"denied",
+		"no basic auth credentials",
+		"incorrect username",
 	};
 	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
 		if (strcasestr(msg, gone[i]))

@@ -1,6 +1,7 @@
 /* Unit tests for the pure parts of pulling: config.json -> X-Registry-Auth, credential helper
  * answers, the progress stream (fed whole and byte by byte), error classification, references
  * and the request path. */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,7 +25,8 @@
 /* base64url (with padding) -> parsed JSON object. */
 static json_object *decode_header(const char *h)
 {
-	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	static const char abc[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	size_t n = strlen(h);
 	assert_int_equal(n % 4, 0);
 	char *out = calloc(1, n);
@@ -140,8 +142,9 @@ static void test_config_helpers(void **state)
 	(void)state;
 	struct ud_auth_source src;
 	ud_error e = {0};
-	const char *cfg = "{\"credsStore\":\"pass\",\"credHelpers\":{\"reg.example\":\"ecr-login\"},"
-			  "\"auths\":{\"reg.example\":{\"auth\":\"dXNlcjpwdw==\"}}}";
+	const char *cfg =
+		"{\"credsStore\":\"pass\",\"credHelpers\":{\"reg.example\":\"ecr-login\"},"
+		"\"auths\":{\"reg.example\":{\"auth\":\"dXNlcjpwdw==\"}}}";
 	assert_int_equal(from_config(cfg, "reg.example", &src, &e), 0);
 	assert_string_equal(src.helper, "ecr-login");
 	assert_null(src.header);
@@ -157,7 +160,10 @@ static void test_config_malformed(void **state)
 	(void)state;
 	struct ud_auth_source src;
 	const char *bad[] = {
-		"", "[]", "{\"auths\":", "not json",
+		"",
+		"[]",
+		"{\"auths\":",
+		"not json",
 		"{\"auths\":{\"r\":{\"auth\":\"!!notbase64\"}}}",
 		"{\"auths\":{\"r\":{\"auth\":\"bm9jb2xvbg==\"}}}", /* "nocolon" */
 		"{\"credsStore\":\"../../bin/sh\"}",
@@ -257,8 +263,9 @@ static void check_stream(size_t step)
 	assert_true(p.layers[0].existed);
 	assert_false(p.layers[1].existed);
 	assert_int_equal(ud_pull_progress_bytes(&p), 1064398);
-	assert_string_equal(p.digest,
-			    "sha256:cfc9bf794abf26424ecf20f655e6fda62b26481af3ccc8a0c1ef1dca604ad5e9");
+	assert_string_equal(
+		p.digest,
+		"sha256:cfc9bf794abf26424ecf20f655e6fda62b26481af3ccc8a0c1ef1dca604ad5e9");
 	ud_pull_progress_free(&p);
 }
 
@@ -273,9 +280,10 @@ static void test_stream_whole_and_split(void **state)
 static void test_stream_error_object(void **state)
 {
 	(void)state;
-	const char *s = "{\"status\":\"Pulling fs layer\",\"id\":\"abc\"}\n"
-			"{\"errorDetail\":{\"message\":\"unauthorized: authentication required\\nmore\"},"
-			"\"error\":\"ignored when the detail has a message\"}\n";
+	const char *s =
+		"{\"status\":\"Pulling fs layer\",\"id\":\"abc\"}\n"
+		"{\"errorDetail\":{\"message\":\"unauthorized: authentication required\\nmore\"},"
+		"\"error\":\"ignored when the detail has a message\"}\n";
 	struct ud_pull_progress p;
 	struct seen seen = {0};
 	ud_error e = {0};
@@ -290,6 +298,24 @@ static void test_stream_error_object(void **state)
 	assert_int_equal(ud_pull_progress_init(&p, &e), 0);
 	assert_int_equal(ud_pull_progress_feed(&p, plain, strlen(plain), NULL, NULL, &e), 0);
 	assert_string_equal(p.error, "manifest unknown");
+	ud_pull_progress_free(&p);
+}
+
+/* Sizes come from a registry's manifest through the daemon: a sum past what a long long holds
+ * stays at its largest value (it is only shown), never wraps round to a negative size. */
+static void test_stream_huge_totals_saturate(void **state)
+{
+	(void)state;
+	const char *s = "{\"status\":\"Downloading\",\"id\":\"a\",\"progressDetail\":"
+			"{\"current\":1,\"total\":9223372036854775807}}\n"
+			"{\"status\":\"Downloading\",\"id\":\"b\",\"progressDetail\":"
+			"{\"current\":1,\"total\":1064398}}\n";
+	struct ud_pull_progress p;
+	ud_error e = {0};
+	assert_int_equal(ud_pull_progress_init(&p, &e), 0);
+	assert_int_equal(ud_pull_progress_feed(&p, s, strlen(s), NULL, NULL, &e), 0);
+	assert_int_equal(p.n_layers, 2);
+	assert_true(ud_pull_progress_bytes(&p) == LLONG_MAX);
 	ud_pull_progress_free(&p);
 }
 
@@ -315,7 +341,8 @@ static void test_stream_broken(void **state)
 	const char *scalars[] = {"[1,2]", "3 ", "{} 126.0", "\"s\""};
 	for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++) {
 		assert_int_equal(ud_pull_progress_init(&p, &e), 0);
-		assert_int_equal(ud_pull_progress_feed(&p, scalars[i], strlen(scalars[i]), NULL, NULL, &e),
+		assert_int_equal(ud_pull_progress_feed(&p, scalars[i], strlen(scalars[i]), NULL,
+						       NULL, &e),
 				 -1);
 		ud_pull_progress_free(&p);
 	}
@@ -515,8 +542,9 @@ static void test_error_status(void **state)
 	(void)state;
 	assert_int_equal(ud_pull_error_status("manifest for x:y not found: manifest unknown"),
 			 UD_EXIT_IMAGE);
-	assert_int_equal(ud_pull_error_status("pull access denied for x, repository does not exist"),
-			 UD_EXIT_IMAGE);
+	assert_int_equal(
+		ud_pull_error_status("pull access denied for x, repository does not exist"),
+		UD_EXIT_IMAGE);
 	assert_int_equal(ud_pull_error_status("Head \"http://r/v2/x\": no basic auth credentials"),
 			 UD_EXIT_IMAGE);
 	assert_int_equal(ud_pull_error_status("dial tcp 127.0.0.1:1: connect: connection refused"),
@@ -540,13 +568,15 @@ static void test_reference_parts(void **state)
 	assert_string_equal(p.domain, "127.0.0.1:5000");
 	assert_string_equal(p.name, "127.0.0.1:5000/a/b");
 	assert_string_equal(p.tag, "v2");
-	assert_true(ud_reference_parse("localhost/x@sha256:"
-				       "cfc9bf794abf26424ecf20f655e6fda62b26481af3ccc8a0c1ef1dca604ad5e9",
-				       &p));
+	assert_true(ud_reference_parse(
+		"localhost/x@sha256:"
+		"cfc9bf794abf26424ecf20f655e6fda62b26481af3ccc8a0c1ef1dca604ad5e9",
+		&p));
 	assert_string_equal(p.domain, "localhost");
 	assert_string_equal(p.tag, "");
-	assert_string_equal(p.digest,
-			    "sha256:cfc9bf794abf26424ecf20f655e6fda62b26481af3ccc8a0c1ef1dca604ad5e9");
+	assert_string_equal(
+		p.digest,
+		"sha256:cfc9bf794abf26424ecf20f655e6fda62b26481af3ccc8a0c1ef1dca604ad5e9");
 	assert_true(ud_reference_parse("index.docker.io/library/debian:12", &p));
 	assert_string_equal(p.domain, "docker.io");
 	assert_true(ud_reference_parse("user/repo:tag", &p));
@@ -570,11 +600,15 @@ static void test_pull_path(void **state)
 	assert_string_equal(path, "/v1.41/images/create?fromImage=127.0.0.1%3A5000%2Fa%2Fb&tag=v2");
 	assert_int_equal(ud_pull_path("1.41", "busybox", path, sizeof(path), &e), 0);
 	assert_string_equal(path, "/v1.41/images/create?fromImage=busybox&tag=latest");
-	assert_int_equal(ud_pull_path("1.41", "x:t@sha256:"
-				      "cfc9bf794abf26424ecf20f655e6fda62b26481af3ccc8a0c1ef1dca604ad5e9",
-				      path, sizeof(path), &e), 0);
-	assert_string_equal(path, "/v1.41/images/create?fromImage=x%40sha256%3A"
-				  "cfc9bf794abf26424ecf20f655e6fda62b26481af3ccc8a0c1ef1dca604ad5e9");
+	assert_int_equal(
+		ud_pull_path("1.41",
+			     "x:t@sha256:"
+			     "cfc9bf794abf26424ecf20f655e6fda62b26481af3ccc8a0c1ef1dca604ad5e9",
+			     path, sizeof(path), &e),
+		0);
+	assert_string_equal(path,
+			    "/v1.41/images/create?fromImage=x%40sha256%3A"
+			    "cfc9bf794abf26424ecf20f655e6fda62b26481af3ccc8a0c1ef1dca604ad5e9");
 	assert_int_equal(ud_pull_path("1.41", "sha256:abc", path, sizeof(path), &e), -1);
 	assert_int_equal(e.status, UD_EXIT_IMAGE);
 }
@@ -590,6 +624,7 @@ int main(void)
 		cmocka_unit_test(test_helper_answers),
 		cmocka_unit_test(test_stream_whole_and_split),
 		cmocka_unit_test(test_stream_error_object),
+		cmocka_unit_test(test_stream_huge_totals_saturate),
 		cmocka_unit_test(test_stream_broken),
 		cmocka_unit_test(test_stream_comment_every_cut),
 		cmocka_unit_test(test_stream_escaped_quote_split),
