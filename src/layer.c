@@ -6,7 +6,6 @@
  * bytes can be hashed, and one that reads those bytes as tar. */
 #include "layer.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -20,17 +19,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "directw.h"
 #include "hasher.h"
 #include "la.h"
 #include "prefault.h"
 #include "smallw.h"
 #include "util.h"
-
-struct ud_layer_limits ud_layer_limits = {
-	.max_files = UD_DEFAULT_MAX_FILES,
-	.max_bytes = UD_DEFAULT_MAX_BYTES,
-	.max_apparent = UD_DEFAULT_MAX_APPARENT,
-};
 
 /* ---------------------------------------------------------------- pure parts */
 
@@ -73,47 +67,6 @@ int ud_layer_whiteout_kind(const char *name, size_t *target_off)
 			*target_off = (size_t)(base - name) + 4;
 		return 1;
 	}
-	return 0;
-}
-
-int ud_layer_parse_size(const char *s, uint64_t *out)
-{
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	errno = 0;
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -1;
-	static const char units[] = "KMGTP";
-	const char *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
-	if (*end && (!u || (end[1] && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))))
-		return -1;
-	for (int i = 0; u && i <= u - units; i++) {
-		if (v > UINT64_MAX / 1024)
-			return -1;
-		v *= 1024;
-	}
-	if (v == 0)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-int ud_layer_limit_option(const char *option, const char *arg, ud_error *e)
-{
-	uint64_t v;
-	bool files = !strcmp(option, "cache-max-files");
-	if (ud_layer_parse_size(arg, &v) < 0 ||
-	    (files && !isdigit((unsigned char)arg[strlen(arg) - 1])))
-		return ud_fail(e, UD_EXIT_USAGE, 0, "--%s '%s': expected %s, more than 0", option,
-			       arg, files ? "a number" : "a size (bytes, or with K, M, G, T, P)");
-	if (files)
-		ud_layer_limits.max_files = v;
-	else if (!strcmp(option, "cache-max-bytes"))
-		ud_layer_limits.max_bytes = v;
-	else
-		ud_layer_limits.max_apparent = v;
 	return 0;
 }
 
@@ -198,7 +151,9 @@ struct extract {
 	size_t n_wo;
 	uint64_t files, bytes, apparent;
 	ud_prefault *pf;
-	int pfd;       /* the member being written, opened again for pf; -1: none */
+	int pfd; /* the member being written, opened again for pf; -1: none */
+	ud_directw *dw;
+	int dfd;       /* the same, opened again with O_DIRECT for dw; -1: none */
 	ud_smallw *sw; /* started at the first small file; NULL before, or if it could not be */
 	bool sw_failed;
 	time_t start;	/* libarchive's time for a member without one */
@@ -332,7 +287,10 @@ static int copy_data(struct extract *x, const char *name, ud_error *e)
 		if ((x->bytes += size) > ud_layer_limits.max_bytes)
 			return over_limit(x->layer, "bytes of data", ud_layer_limits.max_bytes,
 					  "--cache-max-bytes", e);
-		if (ud_la.archive_write_data_block(x->out, buf, size, offset) < ARCHIVE_WARN)
+		size_t took = x->dfd >= 0 ? ud_directw_put(x->dw, buf, size, (uint64_t)offset) : 0;
+		if (took < size &&
+		    ud_la.archive_write_data_block(x->out, (const char *)buf + took, size - took,
+						   offset + (la_int64_t)took) < ARCHIVE_WARN)
 			return write_failed(x, name, "", e);
 		if (x->pfd >= 0)
 			ud_prefault_progress(x->pf, (uint64_t)offset + size);
@@ -369,24 +327,56 @@ static int check_hardlink(struct extract *x, struct archive_entry *ent, const ch
  * slower than from 256 KiB). */
 #define PREFAULT_MIN (256 * 1024)
 
-/* Hands a large regular member, just created, to the prefault thread (prefault.h). Opened again
- * by its name, beneath the layer and without symlinks, and only if it is still the empty file
- * libarchive made: anything else is left to the writes alone. Extended to its size first, since
- * readahead(2) stops at the end of the file; libarchive's own writes reach that size anyway. */
-static void prefault_member(struct extract *x, struct archive_entry *ent, const char *name)
+/* The large regular member just created, opened again by its name, beneath the layer and
+ * without symlinks, if it is still the empty file libarchive made; -1 otherwise, and then the
+ * member is left to libarchive's writes alone. */
+static int reopen_member(struct extract *x, const char *name, int flags)
 {
-	la_int64_t size = ud_la.archive_entry_size(ent);
-	if (!x->pf || size < PREFAULT_MIN || ud_la.archive_entry_filetype(ent) != AE_IFREG ||
-	    ud_la.archive_entry_hardlink(ent))
-		return;
-	ud_autoclose int fd = ud_openat2(x->rootfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC,
+	ud_autoclose int fd = ud_openat2(x->rootfd, name, flags | O_NOFOLLOW | O_CLOEXEC,
 					 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size != 0 ||
-	    st.st_nlink != 1 || ftruncate(fd, size) < 0)
+	    st.st_nlink != 1)
+		return -1;
+	return ud_steal_fd(&fd);
+}
+
+/* Hands a large regular member to the O_DIRECT writer (directw.h), or where the file system
+ * will not open it so, or the member has holes, to the prefault thread (prefault.h). For that
+ * one the file is extended to its size first, since readahead(2) stops at the end of the file;
+ * libarchive's own writes reach that size anyway. */
+static void large_member(struct extract *x, struct archive_entry *ent, const char *name)
+{
+	la_int64_t size = ud_la.archive_entry_size(ent);
+	if (size < PREFAULT_MIN || ud_la.archive_entry_filetype(ent) != AE_IFREG ||
+	    ud_la.archive_entry_hardlink(ent))
 		return;
-	x->pfd = ud_steal_fd(&fd);
-	ud_prefault_file(x->pf, x->pfd, (uint64_t)size);
+	if (x->dw && !ud_la.archive_entry_sparse_count(ent) &&
+	    (x->dfd = reopen_member(x, name, O_WRONLY | O_DIRECT)) >= 0) {
+		ud_directw_file(x->dw, x->dfd, (uint64_t)size);
+		return;
+	}
+	if (!x->pf || (x->pfd = reopen_member(x, name, O_RDWR)) < 0)
+		return;
+	if (ftruncate(x->pfd, size) < 0)
+		ud_closep(&x->pfd);
+	else
+		ud_prefault_file(x->pf, x->pfd, (uint64_t)size);
+}
+
+/* The member's bytes are all written, or all that will be: the threads let the file go. */
+static int large_member_end(struct extract *x, const char *name, ud_error *e)
+{
+	int r = 0;
+	if (x->dfd >= 0) {
+		r = ud_directw_end(x->dw, e);
+		ud_closep(&x->dfd);
+	}
+	if (x->pfd >= 0) {
+		ud_prefault_end(x->pf);
+		ud_closep(&x->pfd);
+	}
+	return r < 0 ? ud_context(e, "layer %s: member '%s'", x->layer, name) : 0;
 }
 
 /* ---------------------------------------------------------------- small files (smallw.h) */
@@ -543,13 +533,9 @@ static int extract_member(struct extract *x, struct archive_entry *ent, ud_error
 	ud_la.archive_entry_set_pathname(ent, name);
 	if (ud_la.archive_write_header(x->out, ent) < ARCHIVE_WARN)
 		return write_failed(x, name, " refused", e);
-	prefault_member(x, ent, name);
+	large_member(x, ent, name);
 	int c = ud_la.archive_entry_size(ent) > 0 ? copy_data(x, name, e) : 0;
-	if (x->pfd >= 0) {
-		ud_prefault_end(x->pf);
-		ud_closep(&x->pfd);
-	}
-	if (c < 0)
+	if (large_member_end(x, name, c < 0 ? NULL : e) < 0 || c < 0)
 		return -1;
 	if (ud_la.archive_write_finish_entry(x->out) < ARCHIVE_WARN)
 		return ud_fail(e, UD_EXIT_STORAGE, 0, "layer %s: member '%s': %s", x->layer, name,
@@ -559,13 +545,15 @@ static int extract_member(struct extract *x, struct archive_entry *ent, ud_error
 
 /* Extracts the tar in `in` (already positioned) into rootfd, which is also our cwd. */
 static int extract_tar(struct archive *in, int rootfd, const char *layer, ud_prefault *pf,
-		       ud_error *e)
+		       ud_directw *dw, ud_error *e)
 {
 	struct extract x = {.in = in,
 			    .rootfd = rootfd,
 			    .layer = layer,
 			    .pf = pf,
 			    .pfd = -1,
+			    .dw = dw,
+			    .dfd = -1,
 			    .start = time(NULL)};
 	if (!(x.out = ud_la.archive_write_disk_new()))
 		return ud_oom(e);
@@ -689,6 +677,7 @@ struct readers {
 	struct archive *raw, *tar;
 	ud_hasher *h;
 	ud_prefault *pf;
+	ud_directw *dw;
 };
 
 /* raw decompresses what `source` gives, tar reads raw's bytes (hashed on the way) into rootfd. */
@@ -709,7 +698,7 @@ static int read_layer(struct readers *rd, archive_read_callback *source, void *c
 		return !must_be_layer ? 0 :
 					ud_fail(e, UD_EXIT_STORAGE, 0, "%s: not a tar: %s", what,
 						ud_la.archive_error_string(rd->tar));
-	if (extract_tar(rd->tar, rootfd, what, rd->pf, e) < 0)
+	if (extract_tar(rd->tar, rootfd, what, rd->pf, rd->dw, e) < 0)
 		return -1;
 	/* The digest covers the whole uncompressed stream, padding after the tar's end included. */
 	const void *rest;
@@ -727,11 +716,12 @@ static int unpack(archive_read_callback *source, void *client, int rootfd, const
 		  bool must_be_layer, char hex[65], ud_error *e)
 {
 	ud_autoclose int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	struct readers rd = {ud_la.archive_read_new(), ud_la.archive_read_new(), NULL, NULL};
+	struct readers rd = {ud_la.archive_read_new(), ud_la.archive_read_new(), NULL, NULL, NULL};
 	int r = -1;
 	if (cwd < 0 || !rd.raw || !rd.tar)
 		ud_fail(e, UD_EXIT_STORAGE, errno, "preparing to unpack %s", what);
-	else if (ud_hasher_start(&rd.h, e) < 0 || ud_prefault_start(&rd.pf, e) < 0)
+	else if (ud_hasher_start(&rd.h, e) < 0 || ud_prefault_start(&rd.pf, e) < 0 ||
+		 ud_directw_start(&rd.dw, e) < 0)
 		ud_context(e, "preparing to unpack %s", what);
 	/* libarchive's disk writer works on paths relative to the cwd. */
 	else if (fchmod(rootfd, 0755) < 0 || fchdir(rootfd) < 0)
@@ -743,6 +733,7 @@ static int unpack(archive_read_callback *source, void *client, int rootfd, const
 	/* The hasher first: a block it may still be reading belongs to the readers. */
 	ud_hasher_stop(rd.h);
 	ud_prefault_stop(rd.pf);
+	ud_directw_stop(rd.dw);
 	if (rd.raw)
 		ud_la.archive_read_free(rd.raw);
 	if (rd.tar)

@@ -716,7 +716,8 @@ def _md5(data):
     return hashlib.md5(data).hexdigest()
 
 
-# Members at least this large go through the prefault thread (layer.c, prefault.h).
+# Members at least this large go through the O_DIRECT writer (layer.c, directw.h), or where
+# that cannot be (a sparse member), the prefault thread (prefault.h).
 PREFAULT_MIN = 256 << 10
 STAT_SCRIPT = "cd /data && md5sum {names} && stat -c '%n %s %a %u %g %Y %h %b' {names}"
 
@@ -737,20 +738,23 @@ def _inside_files(opts, tag, names):
 
 
 def test_large_members_unpack_exactly(ximages, cache):
-    """Members the prefault thread works on (from 256 KiB; one past its 32 MiB reach): inside,
-    through a real daemon's export, each has exactly its bytes, size, mode, owner and mtime (set
-    after the thread extended the file), and the hard link shares them. The direct view
+    """Members the O_DIRECT writer works on (from 256 KiB; whole 4 KiB blocks and not, the last
+    one always libarchive's): inside, through a real daemon's export, each has exactly its
+    bytes, size, mode, owner and mtime (set after the writer's last write), and the hard link
+    shares them. The direct view
     agrees. (The link's header repeats its target's metadata, as docker's own tars do: dockerd
     applies a hard link header's metadata to the inode, libarchive keeps the target's.)"""
     big, exact, grow = os.urandom(3 << 20), os.urandom(PREFAULT_MIN), os.urandom(40 << 20)
+    odd = os.urandom((5 << 20) + 777)
     layer = (A.LayerBuilder().dir("data")
              .file("data/big", big, mode=0o600, uid=1234, gid=5678, mtime=1600000000)
              .file("data/exact", exact).file("data/grow", grow)
+             .file("data/odd", odd, mode=0o4755, mtime=1500000000)
              .hardlink("data/hl", "data/big", mode=0o600, uid=1234, gid=5678, mtime=1600000000)
              .bytes())
     img = A.Image([ximages.base_layer, layer], _tag("large-members"))
     _load(A.docker_archive(img))
-    names = ["big", "exact", "hl", "grow"]
+    names = ["big", "exact", "hl", "grow", "odd"]
     try:
         got = _inside_files(export_opts(cache), img.tag, names)
         direct = _inside_files(["--layers", "direct"], img.tag, names)
@@ -758,7 +762,8 @@ def test_large_members_unpack_exactly(ximages, cache):
         docker("rmi", "-f", img.tag, check=False)
     want = {"big": (_md5(big), len(big), "600", 1234, 5678, 1600000000, 2),
             "exact": (_md5(exact), len(exact), "644", 0, 0, A.MTIME, 1),
-            "grow": (_md5(grow), len(grow), "644", 0, 0, A.MTIME, 1)}
+            "grow": (_md5(grow), len(grow), "644", 0, 0, A.MTIME, 1),
+            "odd": (_md5(odd), len(odd), "4755", 0, 0, 1500000000, 1)}
     want["hl"] = want["big"]
     for n in names:
         assert got[n][:7] == want[n], f"export {n}: {got[n]} != {want[n]}"
@@ -769,8 +774,8 @@ def test_large_members_unpack_exactly(ximages, cache):
 def test_large_members_replace_what_was_there(ximages, cache, scratch, canary, host_guard):
     """A large member whose name is already taken in its layer -- by a symlink to a host file,
     by a file with a second hard link -- replaces the name only: the host file and the other
-    link keep what they had (the prefault thread opens the member again by name, after
-    libarchive created it). A large sparse member keeps its hole. dockerd refuses duplicate
+    link keep what they had (the O_DIRECT writer opens the member again by name, after
+    libarchive created it). A large sparse member keeps its hole (the prefault thread's). dockerd refuses duplicate
     names in a layer and cannot export a sparse member again: a fake daemon serves these."""
     one, two, three = os.urandom(1 << 20), os.urandom(2 << 20), os.urandom(1 << 20)
     head = os.urandom(300 << 10)
