@@ -435,6 +435,19 @@ class Uwsgi:
             if self.proc.poll() is not None:
                 return
             time.sleep(0.1)
+        # uWSGI logs "ready" before uwsgi_worker_run() installs the worker's own SIGINT handler
+        # (core/uwsgi.c): a SIGINT in between is Python's, and is lost the same way. A worker
+        # blocked in its event loop is past that point; one busy with a request is given time.
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            live = set(self.pids())
+            if all(_in_event_loop(p) for p in self.worker_pids() if p in live):
+                return
+            time.sleep(0.05)
+
+    def worker_pids(self):
+        """Host pids of the workers the master spawned (its log names them: it sees host pids)."""
+        return [int(p) for p in re.findall(r"(?i)spawned uWSGI worker \d+ \(pid: (\d+)",
+                                            self.log())]
 
     def wait_exit(self, timeout):
         try:
@@ -594,6 +607,20 @@ class RequestLoop(threading.Thread):
 
 # The plugin's init of the workers' PID namespace (pid 1 there) is a child of the master too.
 INIT_COMM = "uwsgi-docker-in"  # "uwsgi-docker-init", as the kernel keeps it (15 bytes)
+
+
+# x86_64 numbers of the calls a worker blocks in once it waits for requests: epoll_wait,
+# epoll_pwait, epoll_pwait2, accept, accept4, poll, ppoll, select, pselect6.
+_EVENT_LOOP_SYSCALLS = {232, 281, 441, 43, 288, 7, 271, 23, 270}
+
+
+def _in_event_loop(pid):
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            first = f.read().split()[:1]
+    except OSError:
+        return True  # gone: nothing to wait for
+    return bool(first) and first[0].isdigit() and int(first[0]) in _EVENT_LOOP_SYSCALLS
 
 
 def comm(pid):
